@@ -1,0 +1,52 @@
+# extproc-router: every entry point the README names. `make run` and `make test` set up first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GEN := src/extproc_router/_gen
+ARGS ?=
+
+.PHONY: setup proto run test test-unit test-e2e lint bench render-envoy clean
+
+setup: $(STAMP) $(GEN)/router_pb2.py
+
+# Re-install when the dependencies change; idempotent otherwise.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+proto: $(GEN)/router_pb2.py
+
+$(GEN)/router_pb2.py: proto/router.proto $(STAMP)
+	mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -Iextproc_router/_gen=proto \
+		--python_out=src --pyi_out=src --grpc_python_out=src proto/router.proto
+	touch $(GEN)/__init__.py
+
+run: setup
+	$(VENV)/bin/extproc-router up $(ARGS)
+
+test: setup
+	$(PY) -m pytest
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-e2e: setup
+	$(PY) -m pytest tests/e2e
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) -m bench.run $(ARGS)
+
+# Refresh the shipped Envoy config after changing the example router config.
+render-envoy: setup
+	$(VENV)/bin/extproc-router render-envoy -o envoy/envoy.yaml
+
+clean:
+	rm -rf $(VENV) $(GEN) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from extproc_router.cli import main
+
+main()

@@ -1,0 +1,229 @@
+"""Demo model pools: small OpenAI-compatible servers standing in for vLLM, which needs a GPU.
+
+Each answers with the text of the last user message it received, under the model name it
+serves, so a person or a test can see exactly what reached which pool. They speak the parts of
+vLLM's API the router touches: `GET /v1/models`, `POST /v1/chat/completions` and
+`POST /v1/completions` (JSON, or SSE with `stream: true` and `stream_options.include_usage`),
+and reject a model name they do not serve with a 404, as vLLM does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import web
+
+from extproc_router.settings import PoolSettings, Settings
+
+__all__ = ["build_app", "run_demo_pools"]
+
+logger = logging.getLogger(__name__)
+
+# A test (or a curious person) can slow the stream down to watch it arrive chunk by chunk.
+TOKEN_DELAY_HEADER = "x-demo-token-delay-ms"
+
+
+def _error(status: int, message: str, code: str) -> web.Response:
+    body = {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
+    return web.json_response(body, status=status)
+
+
+def _words(text: str) -> list[str]:
+    """Split into chunks that keep their whitespace, so the chunks join back to `text`."""
+    chunks: list[str] = []
+    for index, word in enumerate(text.split(" ")):
+        chunks.append(word if index == 0 else " " + word)
+    return [chunk for chunk in chunks if chunk] or [""]
+
+
+def _message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+class _Pool:
+    def __init__(self, pool: PoolSettings, endpoint: str) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-demo-pool": self.pool.name, "x-demo-endpoint": self.endpoint}
+
+    async def models(self, request: web.Request) -> web.Response:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "extproc-router-demo"}
+            for name in self.pool.served_models
+        ]
+        return web.json_response({"object": "list", "data": data}, headers=self._headers())
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n", headers=self._headers())
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, chat=True)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, chat=False)
+
+    async def _complete(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        try:
+            body = json.loads(await request.read())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "the body is not valid JSON", "invalid_json")
+        if not isinstance(body, dict):
+            return _error(400, "the body must be a JSON object", "invalid_json")
+        model = body.get("model")
+        if model not in self.pool.served_models:
+            return _error(404, f"The model `{model}` does not exist.", "model_not_found")
+        if chat:
+            messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+            users = [m for m in messages if m.get("role") == "user"]
+            reply = _message_text(users[-1].get("content")) if users else ""
+            prompt_tokens = sum(len(_message_text(m.get("content")).split()) for m in messages)
+        else:
+            prompt = body.get("prompt", "")
+            reply = prompt if isinstance(prompt, str) else json.dumps(prompt)
+            prompt_tokens = len(reply.split())
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(reply.split()),
+            "total_tokens": prompt_tokens + len(reply.split()),
+        }
+        ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        if body.get("stream"):
+            options = body.get("stream_options") or {}
+            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            delay = float(request.headers.get(TOKEN_DELAY_HEADER, "0") or 0) / 1000
+            return await self._stream(
+                request, ident, reply, usage if include_usage else None, chat=chat, delay=delay
+            )
+        if chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        else:
+            choice = {"index": 0, "text": reply, "finish_reason": "stop", "logprobs": None}
+        result = {
+            "id": ident,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.pool.model,
+            "choices": [choice],
+            "usage": usage,
+        }
+        return web.json_response(result, headers=self._headers())
+
+    async def _stream(
+        self,
+        request: web.Request,
+        ident: str,
+        reply: str,
+        usage: dict[str, int] | None,
+        *,
+        chat: bool,
+        delay: float,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "content-type": "text/event-stream",
+                "cache-control": "no-cache",
+                **self._headers(),
+            }
+        )
+        await response.prepare(request)
+        for event in self._events(ident, reply, usage, chat=chat):
+            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            if delay:
+                await asyncio.sleep(delay)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def _events(
+        self, ident: str, reply: str, usage: dict[str, int] | None, *, chat: bool
+    ) -> Iterator[dict[str, Any]]:
+        base = {
+            "id": ident,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.pool.model,
+        }
+        extra = {"usage": None} if usage is not None else {}
+        if chat:
+            yield {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+                **extra,
+            }
+        for word in _words(reply):
+            if chat:
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "delta": {"content": word},
+                    "finish_reason": None,
+                }
+            else:
+                choice = {"index": 0, "text": word, "finish_reason": None}
+            yield {**base, "choices": [choice], **extra}
+        final = (
+            {"index": 0, "delta": {}, "finish_reason": "stop"}
+            if chat
+            else {"index": 0, "text": "", "finish_reason": "stop"}
+        )
+        yield {**base, "choices": [final], **extra}
+        if usage is not None:
+            yield {**base, "choices": [], "usage": usage}
+
+
+def build_app(pool: PoolSettings, endpoint: str) -> web.Application:
+    handlers = _Pool(pool, endpoint)
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_get("/v1/models", handlers.models)
+    app.router.add_get("/health", handlers.health)
+    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+    app.router.add_post("/v1/completions", handlers.completions)
+    return app
+
+
+async def run_demo_pools(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve every endpoint of every pool until `stop` is set."""
+    runners: list[web.AppRunner] = []
+    try:
+        for pool in settings.pools:
+            for endpoint in pool.endpoints:
+                host, port = endpoint.rsplit(":", 1)
+                runner = web.AppRunner(
+                    build_app(pool, endpoint), access_log=None, handle_signals=False
+                )
+                await runner.setup()
+                runners.append(runner)
+                await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+                logger.info("demo pool %s (%s) on %s", pool.name, pool.model, endpoint)
+        await stop.wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()

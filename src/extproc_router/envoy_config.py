@@ -1,0 +1,279 @@
+"""Render Envoy's bootstrap config from the router's config, so the two never disagree on pool
+names, the cluster header or limits.
+
+Every choice here answers one of Envoy's defaults that hurts LLM traffic: the route timeout
+(15 s) would cut long generations, the ext_proc message timeout (200 ms) is too short for model
+inference, a client could pick its own pool by sending the cluster header, and Envoy's own error
+pages are plain text where OpenAI clients expect JSON.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import yaml
+
+from extproc_router.settings import ListenAddress, PoolSettings, Settings
+
+__all__ = ["EXTPROC_CLUSTER", "render_envoy", "render_envoy_yaml"]
+
+EXTPROC_CLUSTER = "extproc_router"
+
+_TYPE = "type.googleapis.com/"
+
+_LOCAL_REPLY_CODES = {
+    413: ("invalid_request_error", "request_too_large"),
+    500: ("server_error", "internal_error"),
+    502: ("server_error", "bad_gateway"),
+    503: ("server_error", "service_unavailable"),
+    504: ("server_error", "gateway_timeout"),
+}
+
+
+def _socket(address: ListenAddress) -> dict[str, Any]:
+    return {"socket_address": {"address": address.host, "port_value": address.port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _load_assignment(name: str, endpoints: list[tuple[str, int]]) -> dict[str, Any]:
+    return {
+        "cluster_name": name,
+        "endpoints": [
+            {
+                "lb_endpoints": [
+                    {
+                        "endpoint": {
+                            "address": {
+                                "socket_address": {"address": host.strip("[]"), "port_value": port}
+                            }
+                        }
+                    }
+                    for host, port in endpoints
+                ]
+            }
+        ],
+    }
+
+
+def _pool_cluster(pool: PoolSettings) -> dict[str, Any]:
+    endpoints = [(host, int(port)) for host, port in (e.rsplit(":", 1) for e in pool.endpoints)]
+    static = all(_is_ip(host) for host, _ in endpoints)
+    return {
+        "name": pool.name,
+        "type": "STATIC" if static else "STRICT_DNS",
+        "connect_timeout": "2s",
+        "lb_policy": "LEAST_REQUEST",
+        # Generations are long-lived: Envoy's default of 1024 concurrent requests per cluster
+        # would turn a burst into 503s long before the model servers are full.
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_connections": 10_000,
+                    "max_pending_requests": 10_000,
+                    "max_requests": 10_000,
+                }
+            ]
+        },
+        "load_assignment": _load_assignment(pool.name, endpoints),
+    }
+
+
+def _extproc_cluster(settings: Settings) -> dict[str, Any]:
+    grpc = settings.server.grpc
+    host = "127.0.0.1" if grpc.host in ("0.0.0.0", "") else grpc.host
+    return {
+        "name": EXTPROC_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": _TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        # Less often than the router's min_ping_interval_ms, or it sends GOAWAY.
+                        "connection_keepalive": {
+                            "interval": f"{settings.envoy.keepalive_interval_s}s",
+                            "timeout": "5s",
+                        },
+                        "max_concurrent_streams": 1000,
+                    }
+                },
+            }
+        },
+        "load_assignment": _load_assignment(EXTPROC_CLUSTER, [(host, grpc.port)]),
+    }
+
+
+def _local_reply_config() -> dict[str, Any]:
+    return {
+        "mappers": [
+            {
+                "filter": {
+                    "status_code_filter": {
+                        "comparison": {
+                            "op": "EQ",
+                            "value": {
+                                "default_value": status,
+                                "runtime_key": f"extproc_router.{status}",
+                            },
+                        }
+                    }
+                },
+                "body_format_override": {
+                    "json_format": {
+                        "error": {
+                            "message": "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)",
+                            "type": error_type,
+                            "param": None,
+                            "code": code,
+                        }
+                    }
+                },
+            }
+            for status, (error_type, code) in _LOCAL_REPLY_CODES.items()
+        ]
+    }
+
+
+def _ext_proc_filter(settings: Settings) -> dict[str, Any]:
+    envoy = settings.envoy
+    timeout_ms = envoy.message_timeout_ms
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
+                "timeout": f"{timeout_ms / 1000:g}s",
+            },
+            "failure_mode_allow": envoy.failure_mode_allow,
+            "status_on_error": {"code": envoy.status_on_error},
+            "message_timeout": f"{timeout_ms / 1000:g}s",
+            "allow_mode_override": False,
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SEND",
+                # Responses (SSE streams above all) pass through unbuffered.
+                "response_body_mode": "NONE",
+                "response_trailer_mode": "SKIP",
+            },
+        },
+    }
+
+
+def _routes(settings: Settings) -> list[dict[str, Any]]:
+    envoy = settings.envoy
+    action = {
+        "timeout": f"{envoy.route_timeout_s}s",
+        "idle_timeout": f"{envoy.stream_idle_timeout_s}s",
+    }
+    return [
+        {
+            "name": "routed",
+            "match": {
+                "prefix": "/",
+                "headers": [{"name": envoy.cluster_header, "present_match": True}],
+            },
+            "route": {"cluster_header": envoy.cluster_header, **action},
+        },
+        {
+            # No cluster header: a path the router passes through, or the router is down and
+            # fail-open let the request continue. Either way the default pool answers.
+            "name": "default",
+            "match": {"prefix": "/"},
+            "route": {"cluster": settings.routing.default_pool, **action},
+        },
+    ]
+
+
+def render_envoy(settings: Settings) -> dict[str, Any]:
+    envoy = settings.envoy
+    access_log_format = (
+        '[%START_TIME%] "%REQ(:METHOD)% %REQ(:PATH)%" %RESPONSE_CODE% %RESPONSE_FLAGS% '
+        f"pool=%REQ({envoy.cluster_header.upper()})% model=%RESP(X-ROUTER-MODEL)% "
+        "%DURATION%ms id=%REQ(X-REQUEST-ID)%\n"
+    )
+    hcm = {
+        "@type": _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
+        "stat_prefix": "llm",
+        "codec_type": "AUTO",
+        "stream_idle_timeout": f"{envoy.stream_idle_timeout_s}s",
+        "request_timeout": "0s",
+        "access_log": [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": {
+                    "@type": _TYPE + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                    "log_format": {"text_format_source": {"inline_string": access_log_format}},
+                },
+            }
+        ],
+        "local_reply_config": _local_reply_config(),
+        "route_config": {
+            "name": "llm",
+            "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": _routes(settings)}],
+        },
+        "http_filters": [
+            {
+                # The cluster header is a trust boundary: a client must never pick its own pool,
+                # least of all when fail-open skips the router.
+                "name": "envoy.filters.http.header_mutation",
+                "typed_config": {
+                    "@type": _TYPE
+                    + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                    "mutations": {"request_mutations": [{"remove": envoy.cluster_header}]},
+                },
+            },
+            _ext_proc_filter(settings),
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router",
+                },
+            },
+        ],
+    }
+    return {
+        "admin": {"address": _socket(envoy.admin)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "llm",
+                    "address": _socket(envoy.listen),
+                    # The ext_proc filter buffers the whole request body up to this limit; beyond it
+                    # Envoy answers 413 (as JSON, through local_reply_config).
+                    "per_connection_buffer_limit_bytes": envoy.max_request_bytes,
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [_extproc_cluster(settings), *map(_pool_cluster, settings.pools)],
+        },
+    }
+
+
+def render_envoy_yaml(settings: Settings, *, source: str = "the embedded example config") -> str:
+    header = (
+        f"# Generated by `extproc-router render-envoy` from {source}.\n"
+        "# Edit the router config and render again rather than editing this file.\n"
+    )
+    return header + yaml.safe_dump(render_envoy(settings), sort_keys=False, width=100)

@@ -1,0 +1,48 @@
+"""The router's exceptions, all under one root so callers can catch them together.
+
+    RouterError
+    ├── ConfigError      a config file is unusable; lists every problem at once
+    └── RequestError     the client's request is wrong; becomes an OpenAI-style 4xx answer
+
+Faults that are not the client's (a bug, a broken model) are not `RouterError`s: they end the
+ext_proc stream with a gRPC error so that Envoy's `failure_mode_allow` decides what happens.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "RequestError", "RouterError"]
+
+
+class RouterError(Exception):
+    """Root of the router's own exceptions."""
+
+
+class ConfigError(RouterError):
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {problem}" for problem in problems)
+        super().__init__(f"invalid config {source}:\n{lines}")
+
+
+class RequestError(RouterError):
+    """A client error, answered by Envoy on the router's behalf without reaching any pool.
+
+    `code` is machine-readable and stable (clients switch on it); `message` is for people.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        code: str = "invalid_request",
+        error_type: str = "invalid_request_error",
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.error_type = error_type
+        self.param = param

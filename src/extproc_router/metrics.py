@@ -1,0 +1,46 @@
+"""Prometheus instruments. Labels are bounded: pool and model names come from the config and
+error codes from the router's own list, never from what a client wrote."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from extproc_router.routing import Decision
+
+__all__ = [
+    "DECISIONS",
+    "DECISION_LATENCY",
+    "REJECTED",
+    "STREAMS_ACTIVE",
+    "STREAM_ERRORS",
+    "observe_decision",
+]
+
+_MS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+
+DECISIONS = Counter(
+    "routing_decisions", "Routing decisions by chosen model and method.", ["model", "method"]
+)
+DECISION_LATENCY = Histogram(
+    "routing_decision_latency_ms",
+    "Time from a buffered request body to a routing decision, in milliseconds.",
+    buckets=_MS_BUCKETS,
+)
+REJECTED = Counter(
+    "requests_rejected", "Requests answered with an error by the router, by error code.", ["code"]
+)
+STREAMS_ACTIVE = Gauge("extproc_streams_active", "ext_proc streams (HTTP requests) in flight.")
+STREAM_ERRORS = Counter(
+    "extproc_stream_errors",
+    "ext_proc streams that ended abnormally: 'cancelled' by Envoy, or 'internal' faults.",
+    ["kind"],
+)
+
+
+def observe_decision(decision: Decision, seconds: float) -> None:
+    method = decision.method.split(":", 1)[0]
+    DECISIONS.labels(model=decision.model, method=method).inc()
+    DECISION_LATENCY.observe(seconds * 1000)

@@ -1,0 +1,107 @@
+"""The only module that builds ext_proc protobuf responses.
+
+Everything upstream of here works with plain values (a `Decision`, a `RequestError`, a dict of
+headers); this turns them into what Envoy expects, and keeps Envoy's sharp edges in one place:
+header values go in `raw_value` only (setting `value` too makes Envoy reject the mutation), a
+replaced body needs a matching `content-length`, and a header change only moves the request to
+another cluster when `clear_route_cache` is set in the same response.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
+from envoy.type.v3 import http_status_pb2
+
+from extproc_router.exceptions import RequestError
+
+__all__ = [
+    "continue_request_body",
+    "continue_request_headers",
+    "continue_response_headers",
+    "error_body",
+    "immediate_error",
+    "route_request",
+]
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def _header_mutation(
+    headers: Mapping[str, str], remove: tuple[str, ...] = ()
+) -> ext_proc.HeaderMutation:
+    return ext_proc.HeaderMutation(
+        set_headers=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=key, raw_value=value.encode()),
+                append_action=_OVERWRITE,
+            )
+            for key, value in headers.items()
+        ],
+        remove_headers=list(remove),
+    )
+
+
+def continue_request_headers() -> ext_proc.ProcessingResponse:
+    return ext_proc.ProcessingResponse(request_headers=ext_proc.HeadersResponse())
+
+
+def continue_request_body() -> ext_proc.ProcessingResponse:
+    return ext_proc.ProcessingResponse(request_body=ext_proc.BodyResponse())
+
+
+def continue_response_headers(
+    headers: Mapping[str, str] | None = None,
+) -> ext_proc.ProcessingResponse:
+    if not headers:
+        return ext_proc.ProcessingResponse(response_headers=ext_proc.HeadersResponse())
+    common = ext_proc.CommonResponse(header_mutation=_header_mutation(headers))
+    return ext_proc.ProcessingResponse(response_headers=ext_proc.HeadersResponse(response=common))
+
+
+def route_request(headers: Mapping[str, str], body: bytes | None) -> ext_proc.ProcessingResponse:
+    """Answer the buffered request body: set the routing headers, maybe replace the body, and
+    make Envoy pick the route again so the new cluster header takes effect.
+
+    `body` None leaves the body as the client sent it.
+    """
+    headers = dict(headers)
+    common = ext_proc.CommonResponse(clear_route_cache=True)
+    if body is not None:
+        headers["content-length"] = str(len(body))
+        common.body_mutation.body = body
+    common.header_mutation.CopyFrom(_header_mutation(headers))
+    return ext_proc.ProcessingResponse(request_body=ext_proc.BodyResponse(response=common))
+
+
+def error_body(error: RequestError) -> bytes:
+    """The OpenAI error shape, so SDKs raise their usual typed exceptions."""
+    return json.dumps(
+        {
+            "error": {
+                "message": error.message,
+                "type": error.error_type,
+                "param": error.param,
+                "code": error.code,
+            }
+        },
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def immediate_error(
+    error: RequestError, headers: Mapping[str, str] | None = None
+) -> ext_proc.ProcessingResponse:
+    """Answer the client directly: the request never reaches a pool."""
+    all_headers = {"content-type": "application/json", **(headers or {})}
+    return ext_proc.ProcessingResponse(
+        immediate_response=ext_proc.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=error.status),
+            headers=_header_mutation(all_headers),
+            body=error_body(error),
+            details=f"extproc_router_{error.code}",
+        )
+    )

@@ -1,0 +1,164 @@
+"""Parse OpenAI-style request bodies into what the routing decision needs.
+
+The body is validated only as far as routing depends on it (shape of `model`, `messages`,
+`prompt`, `stream`); everything else is the model server's business and is forwarded untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from extproc_router.exceptions import RequestError
+
+__all__ = ["API_PATHS", "Api", "ParsedRequest", "api_for_path", "encode_body", "parse_body"]
+
+Api = Literal["chat_completions", "completions"]
+
+API_PATHS: dict[str, Api] = {
+    "/v1/chat/completions": "chat_completions",
+    "/v1/completions": "completions",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    api: Api
+    # None when the client sent no `model`: treated like the "auto" alias.
+    model: str | None
+    stream: bool
+    body: dict[str, Any]
+    # The text the routing signals judge: the last user turn (or the completion prompt).
+    prompt: str
+
+
+def api_for_path(method: str, path: str) -> Api | None:
+    """The API a request speaks, or None for anything the router passes through untouched."""
+    if method != "POST":
+        return None
+    return API_PATHS.get(path.split("?", 1)[0].rstrip("/") or "/")
+
+
+def parse_body(api: Api, raw: bytes) -> ParsedRequest:
+    if not raw:
+        raise RequestError("the request body is empty; expected a JSON object", code="empty_body")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RequestError(
+            f"the request body is not valid UTF-8 (byte {error.start})", code="invalid_encoding"
+        ) from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RequestError(
+            f"the request body is not valid JSON: {error.msg} at line {error.lineno} "
+            f"column {error.colno}",
+            code="invalid_json",
+        ) from None
+    except RecursionError:
+        raise RequestError("the request body is nested too deeply", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise RequestError(
+            f"the request body must be a JSON object, not {_json_type(body)}", code="invalid_json"
+        )
+
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise RequestError(
+            f"'model' must be a string, not {_json_type(model)}",
+            code="invalid_type",
+            param="model",
+        )
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise RequestError("'stream' must be true or false", code="invalid_type", param="stream")
+    prompt = _chat_prompt(body) if api == "chat_completions" else _completion_prompt(body)
+    return ParsedRequest(api=api, model=model, stream=bool(stream), body=body, prompt=prompt)
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """Serialise a rewritten body compactly; lone surrogates from `\\ud800`-style escapes cannot
+    be sent on as UTF-8, so they are a client error rather than a crash."""
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(
+            "the request body contains an unpaired UTF-16 surrogate escape",
+            code="invalid_encoding",
+        ) from None
+
+
+def _chat_prompt(body: dict[str, Any]) -> str:
+    messages = body.get("messages")
+    if messages is None:
+        raise RequestError(
+            "'messages' is required", code="missing_required_parameter", param="messages"
+        )
+    if not isinstance(messages, list) or not messages:
+        raise RequestError(
+            "'messages' must be a non-empty array", code="invalid_type", param="messages"
+        )
+    last_user = ""
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise RequestError(
+                f"messages[{index}] must be an object with a string 'role'",
+                code="invalid_type",
+                param=f"messages[{index}]",
+            )
+        if message["role"] == "user":
+            last_user = _content_text(message.get("content"), index)
+    return last_user
+
+
+def _content_text(content: Any, index: int) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        texts = [
+            part["text"]
+            for part in content
+            if isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        ]
+        return "\n".join(texts)
+    raise RequestError(
+        f"messages[{index}].content must be a string or an array of content parts",
+        code="invalid_type",
+        param=f"messages[{index}].content",
+    )
+
+
+def _completion_prompt(body: dict[str, Any]) -> str:
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise RequestError(
+            "'prompt' is required", code="missing_required_parameter", param="prompt"
+        )
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and all(isinstance(item, str) for item in prompt):
+        return "\n".join(prompt)
+    if isinstance(prompt, list) and all(isinstance(item, int | list) for item in prompt):
+        return ""  # token ids: nothing for text signals to read
+    raise RequestError(
+        "'prompt' must be a string, an array of strings or of token ids",
+        code="invalid_type",
+        param="prompt",
+    )
+
+
+def _json_type(value: Any) -> str:
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }
+    return names.get(type(value), type(value).__name__)

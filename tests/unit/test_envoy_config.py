@@ -1,0 +1,109 @@
+"""The Envoy configs we ship are what `render-envoy` writes, and Envoy itself accepts them."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from extproc_router.envoy_config import render_envoy, render_envoy_yaml
+from extproc_router.settings import load_settings, override
+from extproc_router.stack import envoy_binary
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "envoy").glob("*.yaml"))
+
+
+def validate(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            envoy_binary(),
+            "--mode",
+            "validate",
+            "-c",
+            str(path),
+            "--disable-hot-restart",
+            "--log-level",
+            "error",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_envoy_configs_validate(path: Path) -> None:
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
+
+
+def test_shipped_config_is_rendered_from_the_example() -> None:
+    shipped = (REPO / "envoy" / "envoy.yaml").read_text()
+    assert shipped == render_envoy_yaml(load_settings()), "run `make render-envoy`"
+
+
+def test_fail_closed_render_validates(tmp_path: Path) -> None:
+    settings = override(
+        load_settings(), {"envoy.failure_mode_allow": False, "envoy.status_on_error": 503}
+    )
+    path = tmp_path / "closed.yaml"
+    path.write_text(render_envoy_yaml(settings))
+    assert validate(path).returncode == 0
+    ext_proc = _filter(render_envoy(settings), "envoy.filters.http.ext_proc")
+    assert ext_proc["failure_mode_allow"] is False
+    assert ext_proc["status_on_error"] == {"code": 503}
+
+
+def test_a_broken_config_fails_validation(tmp_path: Path) -> None:
+    config = render_envoy(load_settings())
+    config["static_resources"]["clusters"][0]["type"] = "NOT_A_TYPE"
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert validate(path).returncode != 0
+
+
+def _filter(config: dict, name: str) -> dict:  # type: ignore[type-arg]
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    for http_filter in hcm["typed_config"]["http_filters"]:
+        if http_filter["name"] == name:
+            return http_filter["typed_config"]  # type: ignore[no-any-return]
+    raise KeyError(name)
+
+
+def test_rendered_choices_that_envoy_defaults_get_wrong() -> None:
+    settings = load_settings()
+    config = render_envoy(settings)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    routes = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert routes[0]["route"]["cluster_header"] == "x-router-cluster"
+    assert routes[0]["route"]["timeout"] == "0s"
+    assert routes[1]["route"]["cluster"] == "small"  # fail-open lands on the default pool
+    filters = [f["name"] for f in hcm["typed_config"]["http_filters"]]
+    assert filters == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.router",
+    ]
+    ext_proc = _filter(config, "envoy.filters.http.ext_proc")
+    assert ext_proc["processing_mode"]["request_body_mode"] == "BUFFERED"
+    assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"
+    assert ext_proc["message_timeout"] == "2s"
+    assert ext_proc["allow_mode_override"] is False
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert set(clusters) == {"extproc_router", "small", "medium", "large"}
+    assert config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == (
+        settings.envoy.max_request_bytes
+    )
+
+
+def test_hostnames_use_dns_clusters() -> None:
+    settings = load_settings()
+    pools = [p.model_dump(mode="json") for p in settings.pools]
+    pools[0]["endpoints"] = ["vllm-small.llm.svc:8000"]
+    config = render_envoy(override(settings, {"pools": pools}))
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert clusters["small"]["type"] == "STRICT_DNS"
+    assert clusters["medium"]["type"] == "STATIC"

@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from extproc_router.exceptions import ConfigError
+from extproc_router.settings import EXAMPLE_CONFIG, load_settings, override, parse_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def example_data() -> dict:  # type: ignore[type-arg]
+    data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_embedded_example_is_the_shipped_config_file() -> None:
+    assert (REPO / "config" / "example.yaml").read_text() == EXAMPLE_CONFIG.read_text()
+    settings = load_settings()
+    assert [pool.name for pool in settings.pools] == ["small", "medium", "large"]
+    assert settings.routing.default_pool == "small"
+    assert settings.envoy.cluster_header == "x-router-cluster"
+
+
+def test_errors_name_the_file_and_every_bad_key(tmp_path: Path) -> None:
+    data = example_data()
+    data["envoy"]["message_timeout_ms"] = 50
+    data["pools"][1]["endpoints"] = ["nowhere"]
+    data["routing"]["default_pool"] = "huge"
+    data["surprise"] = 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    text = str(caught.value)
+    assert str(path) in text
+    assert "envoy.message_timeout_ms" in text
+    assert "pools.1.endpoints" in text
+    assert "surprise" in text
+
+
+def test_cross_references_are_checked() -> None:
+    data = example_data()
+    data["routing"]["default_pool"] = "huge"
+    data["routing"]["keyword_rules"][0]["pool"] = "nowhere"
+    data["pools"][1]["aliases"] = ["llama3-8b"]
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(data, source="x.yaml")
+    problems = "\n".join(caught.value.problems)
+    assert "routing.default_pool: no pool named 'huge'" in problems
+    assert "routing.keyword_rules.0.pool: no pool named 'nowhere'" in problems
+    assert "'llama3-8b' is also served by 'small'" in problems
+
+
+def test_duplicate_pool_names_and_auto_alias_clash() -> None:
+    data = example_data()
+    data["pools"][2]["name"] = "small"
+    data["routing"]["auto_models"] = ["auto", "gpt-5.2"]
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(data)
+    problems = "\n".join(caught.value.problems)
+    assert "'small' is used twice" in problems
+    assert "routing.auto_models: 'gpt-5.2' is a served model name" in problems
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("pools: [1, 2", "invalid YAML"), ("- a\n- b\n", "expected a mapping")],
+)
+def test_unparseable_files(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(path)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "absent.yaml")
+
+
+def test_override_revalidates() -> None:
+    settings = load_settings()
+    moved = override(settings, {"envoy.listen.port": 18080})
+    assert moved.envoy.listen.port == 18080
+    assert settings.envoy.listen.port == 8080
+    with pytest.raises(ConfigError, match=r"envoy\.listen\.port"):
+        override(settings, {"envoy.listen.port": 70000})
+
+
+def test_header_name_must_be_lowercase() -> None:
+    data = example_data()
+    data["envoy"]["cluster_header"] = "X-Router"
+    with pytest.raises(ConfigError, match=r"envoy\.cluster_header"):
+        parse_settings(data)
