@@ -57,9 +57,10 @@ def _message_text(content: Any) -> str:
 
 
 class _Pool:
-    def __init__(self, pool: PoolSettings, endpoint: str) -> None:
+    def __init__(self, pool: PoolSettings, endpoint: str, accepted: tuple[str, ...]) -> None:
         self.pool = pool
         self.endpoint = endpoint
+        self.accepted = frozenset(accepted)
 
     def _headers(self) -> dict[str, str]:
         return {"x-demo-pool": self.pool.name, "x-demo-endpoint": self.endpoint}
@@ -88,7 +89,7 @@ class _Pool:
         if not isinstance(body, dict):
             return _error(400, "the body must be a JSON object", "invalid_json")
         model = body.get("model")
-        if model not in self.pool.served_models:
+        if model not in self.accepted:
             return _error(404, f"The model `{model}` does not exist.", "model_not_found")
         if chat:
             messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
@@ -199,8 +200,11 @@ class _Pool:
             yield {**base, "choices": [], "usage": usage}
 
 
-def build_app(pool: PoolSettings, endpoint: str) -> web.Application:
-    handlers = _Pool(pool, endpoint)
+def build_app(
+    pool: PoolSettings, endpoint: str, extra_models: tuple[str, ...] = ()
+) -> web.Application:
+    """`extra_models` are accepted but not listed, like vLLM's extra `--served-model-name`s."""
+    handlers = _Pool(pool, endpoint, (*pool.served_models, *extra_models))
     app = web.Application(client_max_size=1 << 30)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_get("/health", handlers.health)
@@ -210,14 +214,21 @@ def build_app(pool: PoolSettings, endpoint: str) -> web.Application:
 
 
 async def run_demo_pools(settings: Settings, stop: asyncio.Event) -> None:
-    """Serve every endpoint of every pool until `stop` is set."""
+    """Serve every endpoint of every pool until `stop` is set.
+
+    The default pool also accepts the "auto" aliases: when the router is down and Envoy fails
+    open, requests reach it with their body unchanged (the way to deploy vLLM for that is
+    `--served-model-name llama3-8b auto`).
+    """
     runners: list[web.AppRunner] = []
     try:
         for pool in settings.pools:
+            default = pool.name == settings.routing.default_pool
+            extra = settings.routing.auto_models if default else ()
             for endpoint in pool.endpoints:
                 host, port = endpoint.rsplit(":", 1)
                 runner = web.AppRunner(
-                    build_app(pool, endpoint), access_log=None, handle_signals=False
+                    build_app(pool, endpoint, extra), access_log=None, handle_signals=False
                 )
                 await runner.setup()
                 runners.append(runner)

@@ -21,6 +21,9 @@ __all__ = ["EXTPROC_CLUSTER", "render_envoy", "render_envoy_yaml"]
 EXTPROC_CLUSTER = "extproc_router"
 
 _TYPE = "type.googleapis.com/"
+_EARLY_HEADER_MUTATION = (
+    "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
+)
 
 _LOCAL_REPLY_CODES = {
     413: ("invalid_request_error", "request_too_large"),
@@ -219,22 +222,24 @@ def render_envoy(settings: Settings) -> dict[str, Any]:
                 },
             }
         ],
+        # The cluster header is a trust boundary: a client must never pick its own pool, least
+        # of all when fail-open skips the router. Early header mutation runs before the route is
+        # chosen; an HTTP filter would run after the route had already been cached.
+        "early_header_mutation_extensions": [
+            {
+                "name": "envoy.http.early_header_mutation.header_mutation",
+                "typed_config": {
+                    "@type": _TYPE + _EARLY_HEADER_MUTATION,
+                    "mutations": [{"remove": envoy.cluster_header}],
+                },
+            }
+        ],
         "local_reply_config": _local_reply_config(),
         "route_config": {
             "name": "llm",
             "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": _routes(settings)}],
         },
         "http_filters": [
-            {
-                # The cluster header is a trust boundary: a client must never pick its own pool,
-                # least of all when fail-open skips the router.
-                "name": "envoy.filters.http.header_mutation",
-                "typed_config": {
-                    "@type": _TYPE
-                    + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                    "mutations": {"request_mutations": [{"remove": envoy.cluster_header}]},
-                },
-            },
             _ext_proc_filter(settings),
             {
                 "name": "envoy.filters.http.router",

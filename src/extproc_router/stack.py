@@ -7,6 +7,7 @@ ports and log files, so what the tests check is what `make run` starts.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -15,7 +16,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,6 +28,7 @@ from extproc_router.settings import Settings
 __all__ = ["Stack", "envoy_binary", "start_stack"]
 
 _COMPONENTS = ("pools", "router", "envoy")
+_PR_SET_PDEATHSIG = 1
 
 
 class StackError(RuntimeError):
@@ -100,6 +101,7 @@ class Stack:
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             env=env,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - children start from one thread
         )
         if output is not None:
             output.close()
@@ -143,12 +145,21 @@ class Stack:
                 process.wait()
         return process.returncode
 
-    def stop_all(self, components: Iterable[str] = reversed(_COMPONENTS)) -> None:
-        for component in components:
+    def stop_all(self) -> None:
+        """Envoy first, so no request reaches a component that is already gone."""
+        for component in reversed(_COMPONENTS):
             self.stop(component)
 
     def dead(self) -> list[str]:
         return [name for name, process in self.processes.items() if process.poll() is not None]
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when its parent dies, so a killed `up` (or test run)
+    leaves no Envoy or router behind holding the ports."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _ok(url: str) -> bool:

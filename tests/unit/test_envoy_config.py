@@ -82,11 +82,9 @@ def test_rendered_choices_that_envoy_defaults_get_wrong() -> None:
     assert routes[0]["route"]["timeout"] == "0s"
     assert routes[1]["route"]["cluster"] == "small"  # fail-open lands on the default pool
     filters = [f["name"] for f in hcm["typed_config"]["http_filters"]]
-    assert filters == [
-        "envoy.filters.http.header_mutation",
-        "envoy.filters.http.ext_proc",
-        "envoy.filters.http.router",
-    ]
+    assert filters == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    early = hcm["typed_config"]["early_header_mutation_extensions"][0]["typed_config"]
+    assert early["mutations"] == [{"remove": "x-router-cluster"}]
     ext_proc = _filter(config, "envoy.filters.http.ext_proc")
     assert ext_proc["processing_mode"]["request_body_mode"] == "BUFFERED"
     assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"
