@@ -28,7 +28,8 @@ $(GEN)/router_pb2.py: proto/router.proto $(STAMP)
 run: setup
 	$(VENV)/bin/extproc-router up $(ARGS)
 
-test: setup
+# Lint is part of the tests: CI runs `make test` alone.
+test: lint
 	$(PY) -m pytest
 
 test-unit: setup
@@ -42,6 +43,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 bench: setup
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench.run $(ARGS)
 
 # Refresh the shipped Envoy config after changing the example router config.

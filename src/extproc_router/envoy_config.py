@@ -221,7 +221,9 @@ def render_envoy(settings: Settings) -> dict[str, Any]:
                     "log_format": {"text_format_source": {"inline_string": access_log_format}},
                 },
             }
-        ],
+        ]
+        if envoy.access_log
+        else [],
         # The cluster header is a trust boundary: a client must never pick its own pool, least
         # of all when fail-open skips the router. Early header mutation runs before the route is
         # chosen; an HTTP filter would run after the route had already been cached.

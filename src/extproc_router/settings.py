@@ -85,6 +85,8 @@ class EnvoySettings(_Frozen):
     # Generation routes must outlive long answers; 0 disables Envoy's 15 s route timeout.
     route_timeout_s: int = Field(default=0, ge=0)
     stream_idle_timeout_s: int = Field(default=300, ge=1)
+    # One line per request on Envoy's stdout, with the chosen pool and model.
+    access_log: bool = True
 
     @field_validator("cluster_header")
     @classmethod
