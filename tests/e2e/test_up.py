@@ -35,7 +35,7 @@ def test_up_prints_a_working_curl_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     )
     try:
         assert process.stdout is not None
-        lines = []
+        lines: list[str] = []
         deadline = time.monotonic() + 60
         while not lines or "Ctrl-C" not in lines[-1]:
             line = process.stdout.readline()
