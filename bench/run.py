@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from extproc_router.envoy_config import render_envoy
@@ -28,9 +29,28 @@ from extproc_router.settings import Settings, load_settings, override
 from extproc_router.stack import Stack, envoy_binary, start_stack
 
 REPO = Path(__file__).resolve().parents[1]
-BODY = {
-    "model": "auto",
-    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+_FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+_TRACE = "Traceback (most recent call last):\n  File \"app.py\", line 3\nKeyError: 'id'"
+_LONG = (
+    "I am preparing a workshop for new engineers on our payments service. Explain how idempotency "
+    "keys prevent double charges when a client retries after a timeout, what happens if two "
+    "requests with the same key arrive at the same moment on different replicas, and how we "
+    "should store the keys so that they expire safely. Then compare this with relying on the "
+    "database's unique constraints alone, and list the failure cases we should test."
+)
+# Each setup: (which Envoy, request body). `direct` has no ext_proc at all.
+SETUPS: dict[str, tuple[str, dict[str, Any]]] = {
+    "direct": ("direct", {"model": "llama3-8b", "messages": _FRANCE}),
+    "router: explicit model": ("router", {"model": "llama3-8b", "messages": _FRANCE}),
+    "router: keyword fast path": (
+        "router",
+        {"model": "auto", "messages": [{"role": "user", "content": _TRACE}]},
+    ),
+    "router: all signals, ~15 tokens": ("router", {"model": "auto", "messages": _FRANCE}),
+    "router: all signals, ~100 tokens": (
+        "router",
+        {"model": "auto", "messages": [{"role": "user", "content": _LONG}]},
+    ),
 }
 
 
@@ -178,8 +198,53 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, {system}, Python {platform.python_version()}"
 
 
+def _signal_latencies(settings: Settings) -> list[str]:
+    """Per-signal time inside the router for the two all-signals prompts, in process."""
+    from extproc_router.live import LiveConfig
+    from extproc_router.request import parse_body
+
+    async def measure() -> dict[str, dict[str, list[float]]]:
+        live = await LiveConfig.start(settings, None)
+        timings: dict[str, dict[str, list[float]]] = {}
+        for name, (_, body) in SETUPS.items():
+            if not name.startswith("router: all signals"):
+                continue
+            request = parse_body("chat_completions", json.dumps(body).encode())
+            rows: dict[str, list[float]] = {}
+            for _ in range(200):
+                decision = await live.router.decide(request)
+                for signal in decision.signals:
+                    rows.setdefault(signal.name, []).append(signal.latency_ms)
+                rows.setdefault("whole decision", []).append(decision.latency_ms)
+            timings[name.removeprefix("router: all signals, ")] = rows
+        return timings
+
+    import asyncio
+
+    timings = asyncio.run(measure())
+    lines = [
+        "Per-signal time inside the router (in process, 200 decisions each, p50 / p99 ms; the "
+        "embedding signal's time includes the one shared MiniLM inference):",
+        "",
+        "| signal | " + " | ".join(timings) + " |",
+        "|---|" + "---|" * len(timings),
+    ]
+    names = list(next(iter(timings.values())))
+    for signal in names:
+        cells = [
+            f"{np.percentile(rows[signal], 50):.2f} / {np.percentile(rows[signal], 99):.2f}"
+            for rows in timings.values()
+        ]
+        lines.append(f"| {signal} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _report(
-    table: dict[int, dict[str, Result]], rss: float, args: argparse.Namespace, command: str
+    table: dict[int, dict[str, Result]],
+    rss: float,
+    args: argparse.Namespace,
+    command: str,
+    signal_lines: list[str],
 ) -> str:
     lines = [
         "# Benchmarks",
@@ -191,21 +256,25 @@ def _report(
         f"- Machine: {_machine()}",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- Each cell: median of {args.repeats} runs of {args.duration} s, setups alternating.",
-        "- `direct`: client → Envoy → demo pool (no ext_proc). `router`: client → Envoy → "
-        "ext_proc router (parse, decide, rewrite `model`) → demo pool. Request: "
-        f"`{json.dumps(BODY)}`.",
+        "- `direct`: client → Envoy → demo pool, no ext_proc: the floor. `router: ...`: client → "
+        "Envoy → ext_proc router → demo pool. `explicit model`: parse and route by the named "
+        "model, no signals (close to a do-nothing ext_proc). `keyword fast path`: a short-circuit "
+        "rule decides before any model runs. `all signals`: keyword, then one MiniLM embedding "
+        "(ONNX int8) shared by the embedding, domain and preference signals, plus complexity, "
+        "and the vote.",
         "- Everything (wrk, Envoy, router, pools) shares the same cores, as in a sidecar.",
         "",
         "| concurrency | setup | p50 ms | p99 ms | req/s | errors | p50 / direct | p99 / direct "
-        "| req/s / direct | added p50 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| req/s / direct | added p50 ms | req/s / explicit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for concurrency, results in table.items():
-        direct = results["direct"]
+        direct, floor = results["direct"], results["router: explicit model"]
         for name, result in results.items():
             ratios = (
                 f"{result.p50_ms / direct.p50_ms:.2f} | {result.p99_ms / direct.p99_ms:.2f} | "
-                f"{result.rps / direct.rps:.2f} | {result.p50_ms - direct.p50_ms:+.2f}"
+                f"{result.rps / direct.rps:.2f} | {result.p50_ms - direct.p50_ms:+.2f} | "
+                f"{result.rps / floor.rps:.2f}"
             )
             lines.append(
                 f"| {concurrency} | {name} | {result.p50_ms:.2f} | {result.p99_ms:.2f} | "
@@ -214,6 +283,8 @@ def _report(
     lines += [
         "",
         f"Router RSS after the run: {rss:.0f} MB.",
+        "",
+        *signal_lines,
         "",
         "Timings on these shared machines drift between runs; compare the ratios, which come "
         "from one run.",
@@ -235,25 +306,28 @@ def main(argv: list[str] | None = None) -> int:
     settings = _settings()
     with tempfile.TemporaryDirectory(prefix="extproc-bench-") as tmp:
         workdir = Path(tmp)
-        script = workdir / "post.lua"
-        script.write_text(
-            'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
-            'wrk.headers["Content-Type"] = "application/json"\n'
-        )
+        scripts = {}
+        for index, (name, (_, body)) in enumerate(SETUPS.items()):
+            scripts[name] = workdir / f"setup{index}.lua"
+            scripts[name].write_text(
+                'wrk.method = "POST"\n'
+                f"wrk.body = {json.dumps(json.dumps(body))}\n"
+                'wrk.headers["Content-Type"] = "application/json"\n'
+            )
         stack: Stack = start_stack(settings, workdir / "stack", log_to_files=True)
         direct, direct_url = _direct_envoy(settings, workdir)
         try:
-            urls = {"direct": direct_url, "router": stack.url}
-            for url in urls.values():  # warm up connections, caches and the JIT-less paths
-                _wrk(url, script, 8, 2)
+            envoys = {"direct": direct_url, "router": stack.url}
+            urls = {name: envoys[envoy] for name, (envoy, _) in SETUPS.items()}
+            for name, url in urls.items():  # warm up connections and caches
+                _wrk(url, scripts[name], 8, 2)
             runs: dict[int, dict[str, list[Result]]] = {
                 c: {name: [] for name in urls} for c in concurrencies
             }
             for repeat in range(args.repeats):
                 for concurrency in concurrencies:
                     for name, url in urls.items():
-                        result = _wrk(url, script, concurrency, args.duration)
+                        result = _wrk(url, scripts[name], concurrency, args.duration)
                         runs[concurrency][name].append(result)
                         print(f"run {repeat + 1} c={concurrency} {name}: {result}", flush=True)
             rss = _rss_mb(stack.processes["router"].pid)
@@ -262,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             direct.wait()
             stack.stop_all()
     table = {c: {name: _median(results) for name, results in runs[c].items()} for c in runs}
-    report = _report(table, rss, args, command)
+    report = _report(table, rss, args, command, _signal_latencies(settings))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
     print(report)

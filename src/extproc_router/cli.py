@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from extproc_router import __version__
-from extproc_router.exceptions import ConfigError
+from extproc_router.exceptions import ConfigError, ModelError
 from extproc_router.settings import Settings, load_settings, override
 
 __all__ = ["main"]
@@ -69,6 +70,27 @@ def _parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="run Envoy, the router and the demo pools together")
     _add_config(up, ports=tuple(_PORT_FLAGS))
+
+    classify = commands.add_parser(
+        "classify", help="show how prompts would be routed (no forwarding)"
+    )
+    _add_config(classify)
+    classify.add_argument("prompt", nargs="?", help="a prompt; without it, read JSONL from stdin")
+    classify.add_argument("--model", default="", help="the requested model (default: auto)")
+    classify.add_argument("--json", action="store_true", help="print the full explanation")
+
+    export = commands.add_parser("export-model", help="export the ONNX encoder (build time)")
+    export.add_argument("--output", "-o", type=Path, default=Path("models/all-MiniLM-L6-v2"))
+
+    for name, text in (
+        ("train", "fit the classifier heads on data/"),
+        ("eval", "measure signals and routing on held-out data/"),
+    ):
+        command = commands.add_parser(name, help=text)
+        _add_config(command)
+        command.add_argument("--data", type=Path, default=Path("data"))
+        if name == "eval":
+            command.add_argument("--output", "-o", type=Path, default=Path("docs/EVALUATION.md"))
     return parser
 
 
@@ -90,10 +112,14 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, source: Path | None) -> int:
     from extproc_router.server import Server
 
-    asyncio.run(Server(settings).serve())
+    try:
+        asyncio.run(Server(settings, source=source).serve())
+    except ModelError as error:
+        print(f"extproc-router: {error}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -108,6 +134,79 @@ def _demo_pools(settings: Settings) -> int:
         await run_demo_pools(settings, stop)
 
     asyncio.run(run())
+    return 0
+
+
+def _classify(settings: Settings, args: argparse.Namespace) -> int:
+    """One prompt from the command line, or JSONL lines from stdin: each a bare string, a
+    `{"prompt": ...}` or a whole OpenAI request body."""
+    from extproc_router.api import classify, request_body
+    from extproc_router.exceptions import RequestError
+    from extproc_router.live import LiveConfig
+
+    if args.prompt is not None:
+        bodies = [request_body(args.prompt, args.model)]
+    else:
+        bodies = []
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if isinstance(item, str):
+                bodies.append(request_body(item, args.model))
+            elif "prompt" in item and "messages" not in item:
+                bodies.append(request_body(item["prompt"], item.get("model", args.model)))
+            else:
+                bodies.append(json.dumps(item))
+
+    async def run() -> int:
+        live = await LiveConfig.start(settings, args.config)
+        failed = 0
+        for body in bodies:
+            try:
+                outcome = await classify(live, body)
+            except RequestError as error:
+                failed += 1
+                print(
+                    json.dumps(
+                        {
+                            "error": {
+                                "status": error.status,
+                                "code": error.code,
+                                "message": error.message,
+                            }
+                        }
+                    )
+                )
+                continue
+            decision = outcome.decision
+            if args.json:
+                print(json.dumps(outcome.explanation()))
+            else:
+                print(
+                    f"{decision.pool.name}\t{decision.model}\t{decision.reason}\t"
+                    f"{decision.header()}"
+                )
+        return 1 if failed else 0
+
+    return asyncio.run(run())
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    from extproc_router.train import train
+
+    for head, accuracy in train(settings.model, args.data).items():
+        print(f"{head} head: {accuracy:.1%} top-1 on the held-out split")
+    return 0
+
+
+def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    from extproc_router.train import evaluate
+
+    report = evaluate(settings, args.data)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+    print(report)
     return 0
 
 
@@ -152,7 +251,8 @@ def _ready_banner(settings: Settings) -> str:
     pools = ", ".join(f"{p.name}={p.model}@{','.join(p.endpoints)}" for p in settings.pools)
     body = (
         '{"model": "auto", "messages": [{"role": "user", '
-        '"content": "Prove that the square root of 2 is irrational."}]}'
+        '"content": "Prove that the square root of 2 is irrational, then generalise the proof '
+        'to every prime."}]}'
     )
     return (
         f"extproc-router is up: Envoy {url} (admin :{settings.envoy.admin.port}), "
@@ -166,6 +266,11 @@ def _ready_banner(settings: Settings) -> str:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "export-model":
+        from extproc_router.export import export_model
+
+        print(json.dumps(export_model(args.output), indent=2))
+        return 0
     try:
         if args.command == "check-config":
             settings = load_settings(args.file)
@@ -177,12 +282,19 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 2
     _configure_logging(settings.log_level)
     if args.command == "serve":
-        return _serve(settings)
+        return _serve(settings, args.config)
     if args.command == "demo-pools":
         return _demo_pools(settings)
     if args.command == "render-envoy":
         return _render(settings, args)
-    return _up(settings)
+    if args.command == "up":
+        return _up(settings)
+    handlers = {"classify": _classify, "train": _train, "eval": _eval}
+    try:
+        return handlers[args.command](settings, args)
+    except ModelError as error:
+        print(f"extproc-router: {error}", file=sys.stderr)
+        return 3
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
     RouterError
     ├── ConfigError      a config file is unusable; lists every problem at once
+    ├── ModelError       a model file is missing or broken, or inference failed
     └── RequestError     the client's request is wrong; becomes an OpenAI-style 4xx answer
 
 Faults that are not the client's (a bug, a broken model) are not `RouterError`s: they end the
@@ -10,7 +11,7 @@ ext_proc stream with a gRPC error so that Envoy's `failure_mode_allow` decides w
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "RequestError", "RouterError"]
+__all__ = ["ConfigError", "ModelError", "RequestError", "RouterError"]
 
 
 class RouterError(Exception):
@@ -23,6 +24,10 @@ class ConfigError(RouterError):
         self.problems = problems
         lines = "\n".join(f"  {problem}" for problem in problems)
         super().__init__(f"invalid config {source}:\n{lines}")
+
+
+class ModelError(RouterError):
+    """The message says how to fix it (e.g. which command exports the missing model)."""
 
 
 class RequestError(RouterError):

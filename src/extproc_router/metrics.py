@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DECISIONS",
     "DECISION_LATENCY",
+    "JAILBREAKS",
+    "PII_DETECTIONS",
     "REJECTED",
     "STREAMS_ACTIVE",
     "STREAM_ERRORS",
@@ -40,7 +42,16 @@ STREAM_ERRORS = Counter(
 )
 
 
+JAILBREAKS = Counter(
+    "jailbreak_detections", "Requests the jailbreak detector acted on, by action.", ["action"]
+)
+PII_DETECTIONS = Counter(
+    "pii_detections",
+    "PII findings by type and the action taken on the request.",
+    ["type", "action"],
+)
+
+
 def observe_decision(decision: Decision, seconds: float) -> None:
-    method = decision.method.split(":", 1)[0]
-    DECISIONS.labels(model=decision.model, method=method).inc()
+    DECISIONS.labels(model=decision.model, method=decision.method).inc()
     DECISION_LATENCY.observe(seconds * 1000)

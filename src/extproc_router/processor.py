@@ -16,8 +16,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 
 from extproc_router import metrics, mutations
 from extproc_router.exceptions import RequestError
+from extproc_router.pipeline import Outcome, Pipeline
 from extproc_router.request import Api, encode_body, parse_body
-from extproc_router.routing import Decision, Router
 
 __all__ = ["Headers", "LLMProcessor", "PassThrough", "Processor"]
 
@@ -57,12 +57,12 @@ class PassThrough:
 
 
 class LLMProcessor:
-    def __init__(self, api: Api, router: Router, *, cluster_header: str) -> None:
+    def __init__(self, api: Api, pipeline: Pipeline, *, cluster_header: str) -> None:
         self._api = api
-        self._router = router
+        self._pipeline = pipeline
         self._cluster_header = cluster_header
         self._decision_id = ""
-        self._decision: Decision | None = None
+        self._outcome: Outcome | None = None
         self._chunks: list[bytes] = []
 
     async def on_request_headers(
@@ -98,14 +98,15 @@ class LLMProcessor:
         started = time.perf_counter()
         try:
             request = parse_body(self._api, raw)
-            decision = await self._router.decide(request)
+            outcome = await self._pipeline.run(request, self._decision_id)
+            decision = outcome.decision
             new_body = None
-            if request.model != decision.model:
+            if outcome.body_changed:
                 request.body["model"] = decision.model
                 new_body = encode_body(request.body)
         except RequestError as error:
             return self._reject(error)
-        self._decision = decision
+        self._outcome = outcome
         metrics.observe_decision(decision, time.perf_counter() - started)
         logger.debug(
             "decision %s: %s -> %s (%s)",
@@ -114,25 +115,30 @@ class LLMProcessor:
             decision.pool.name,
             decision.reason,
         )
-        return mutations.route_request(
-            {
-                self._cluster_header: decision.pool.name,
-                "x-router-decision-id": self._decision_id,
-                "x-router-model": decision.model,
-            },
-            new_body,
-        )
+        headers = {
+            self._cluster_header: decision.pool.name,
+            "x-router-decision-id": self._decision_id,
+            "x-router-model": decision.model,
+        }
+        if outcome.flagged:
+            headers["x-router-safety"] = f"flagged; jailbreak={outcome.jailbreak.score:.2f}"
+        return mutations.route_request(headers, new_body)
 
     async def on_response_headers(self, headers: Headers) -> ext_proc.ProcessingResponse:
-        if self._decision is None:
+        if self._outcome is None:
             return mutations.continue_response_headers()
-        return mutations.continue_response_headers(
-            {
-                "x-router-pool": self._decision.pool.name,
-                "x-router-model": self._decision.model,
-                "x-router-decision-id": self._decision_id,
-            }
-        )
+        decision = self._outcome.decision
+        tags = {
+            "x-router-pool": decision.pool.name,
+            "x-router-model": decision.model,
+            "x-router-decision-id": self._decision_id,
+            "x-router-decision": decision.header(),
+        }
+        if self._outcome.pii.counts:
+            tags["x-router-pii"] = self._outcome.pii.action
+        if self._outcome.flagged:
+            tags["x-router-safety"] = "flagged"
+        return mutations.continue_response_headers(tags)
 
     def _reject(self, error: RequestError) -> ext_proc.ProcessingResponse:
         metrics.REJECTED.labels(code=error.code).inc()

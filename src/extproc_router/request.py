@@ -31,6 +31,10 @@ class ParsedRequest:
     body: dict[str, Any]
     # The text the routing signals judge: the last user turn (or the completion prompt).
     prompt: str
+    # System and developer messages, read only when the config says so.
+    system: str = ""
+    # The turns before the last user turn (their tail), for the optional context window.
+    context: str = ""
 
 
 def api_for_path(method: str, path: str) -> Api | None:
@@ -74,8 +78,11 @@ def parse_body(api: Api, raw: bytes) -> ParsedRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise RequestError("'stream' must be true or false", code="invalid_type", param="stream")
-    prompt = _chat_prompt(body) if api == "chat_completions" else _completion_prompt(body)
-    return ParsedRequest(api=api, model=model, stream=bool(stream), body=body, prompt=prompt)
+    if api == "chat_completions":
+        prompt, system, context = _chat_prompt(body)
+    else:
+        prompt, system, context = _completion_prompt(body), "", ""
+    return ParsedRequest(api, model, bool(stream), body, prompt, system, context)
 
 
 def encode_body(body: dict[str, Any]) -> bytes:
@@ -90,7 +97,15 @@ def encode_body(body: dict[str, Any]) -> bytes:
         ) from None
 
 
-def _chat_prompt(body: dict[str, Any]) -> str:
+_SYSTEM_ROLES = ("system", "developer")
+
+
+# Earlier turns kept for the signals' optional context window (`routing.context_chars`).
+_CONTEXT_LIMIT = 4000
+
+
+def _chat_prompt(body: dict[str, Any]) -> tuple[str, str, str]:
+    """The last user turn, the system prompts joined, and the tail of the turns before."""
     messages = body.get("messages")
     if messages is None:
         raise RequestError(
@@ -100,7 +115,8 @@ def _chat_prompt(body: dict[str, Any]) -> str:
         raise RequestError(
             "'messages' must be a non-empty array", code="invalid_type", param="messages"
         )
-    last_user = ""
+    last_user, last_index = "", -1
+    system = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise RequestError(
@@ -109,8 +125,19 @@ def _chat_prompt(body: dict[str, Any]) -> str:
                 param=f"messages[{index}]",
             )
         if message["role"] == "user":
-            last_user = _content_text(message.get("content"), index)
-    return last_user
+            last_user, last_index = _content_text(message.get("content"), index), index
+        elif message["role"] in _SYSTEM_ROLES:
+            system.append(_content_text(message.get("content"), index))
+    context: list[str] = []
+    size = 0
+    for message in reversed(messages[: max(last_index, 0)]):
+        if size >= _CONTEXT_LIMIT:
+            break
+        if message["role"] in ("user", "assistant"):
+            text = _content_text(message.get("content"), 0)
+            context.append(text)
+            size += len(text)
+    return last_user, "\n".join(system), "\n".join(reversed(context))[-_CONTEXT_LIMIT:]
 
 
 def _content_text(content: Any, index: int) -> str:

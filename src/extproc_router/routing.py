@@ -1,47 +1,164 @@
-"""The routing decision: which pool answers a parsed request, and a reason a person can read.
+"""The routing decision: which pool answers a parsed request, and a record of why.
 
-Knows nothing of Envoy or protobuf; the adapter turns a `Decision` into header and body
-mutations.
+Knows nothing of Envoy or protobuf. Order of work, cheapest first: an explicit model decides at
+once; a short-circuit keyword rule decides before any model runs; otherwise the prompt is
+embedded once and every signal reads that one embedding, and a weighted vote picks the pool.
+
+The vote: score[pool] = Σ weight[signal] × signal[pool] / Σ weight[signal], over the signals that
+did not abstain (an abstaining signal neither votes nor dilutes the others). Confidence is half
+the winning score plus half its lead over the runner-up (a lead of 0.25 or more counts in full),
+so a clear winner with middling scores and a high score with a near-tie both land mid-range.
+Below `confidence_threshold` the request goes to the fallback pool. Ties go to the pool listed
+first (the cheapest, by convention), so every decision is deterministic.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
+from extproc_router.models import Models
 from extproc_router.request import ParsedRequest
 from extproc_router.settings import PoolSettings, Settings
+from extproc_router.signals import complexity
+from extproc_router.signals.base import SignalResult
 from extproc_router.signals.keyword import KeywordMatcher
 
-__all__ = ["Decision", "Router"]
+__all__ = ["Decision", "Router", "vote"]
+
+_FULL_LEAD = 0.25
+_HEADER_LIMIT = 512
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     pool: PoolSettings
-    # How the pool was chosen: "model", "default" or "keyword:<rule>".
+    # "model" (named in the request), "keyword" (short circuit), "vote", "fallback".
     method: str
     reason: str
+    confidence: float | None = None
+    scores: Mapping[str, float] = field(default_factory=dict)
+    signals: tuple[SignalResult, ...] = ()
+    latency_ms: float = 0.0
 
     @property
     def model(self) -> str:
         """The model name the chosen pool serves, written into the forwarded body."""
         return self.pool.model
 
+    def explanation(self) -> dict[str, Any]:
+        """The full record: every signal's scores, evidence and latency."""
+        return {
+            "pool": self.pool.name,
+            "model": self.model,
+            "method": self.method,
+            "reason": self.reason,
+            "confidence": self.confidence,
+            "scores": dict(self.scores),
+            "latency_ms": round(self.latency_ms, 3),
+            "signals": {
+                s.name: {
+                    "scores": dict(s.scores),
+                    "evidence": dict(s.evidence),
+                    "latency_ms": round(s.latency_ms, 3),
+                    **({"excluded": sorted(s.excluded)} if s.excluded else {}),
+                }
+                for s in self.signals
+            },
+        }
+
+    def header(self) -> str:
+        """The compact form for the `x-router-decision` response header (ASCII, one line)."""
+        parts = [f"pool={self.pool.name}", f"method={self.method}"]
+        if self.confidence is not None:
+            parts.append(f"confidence={self.confidence:.2f}")
+        for signal in self.signals:
+            parts.append(f"{signal.name}={_brief(signal)}")
+        text = "; ".join(parts)
+        return text.encode("ascii", "replace").decode()[:_HEADER_LIMIT]
+
+
+def _brief(signal: SignalResult) -> str:
+    evidence = signal.evidence
+    if signal.abstained:
+        return "-"
+    if signal.name == "keyword":
+        return str(evidence["rule"])
+    if signal.name == "embedding":
+        return f"{evidence['route']}:{evidence['similarity']:.2f}"
+    if signal.name == "domain":
+        label, probability = evidence["top"][0]
+        return f"{label}:{probability:.2f}"
+    if signal.name == "complexity":
+        return f"{evidence['tier']}({evidence['tokens']}t,d{evidence['depth']})"
+    if signal.name == "preference":
+        return f"{evidence['preference']}:{evidence['probability']:.2f}"
+    return "+"
+
+
+def vote(
+    results: Sequence[SignalResult],
+    weights: Mapping[str, float],
+    pools: Sequence[PoolSettings],
+) -> tuple[dict[str, float], set[str]]:
+    """Weighted mean of the voting signals' scores, and the pools some signal excluded."""
+    totals = dict.fromkeys((pool.name for pool in pools), 0.0)
+    weight_sum = 0.0
+    excluded: set[str] = set()
+    for result in results:
+        excluded |= result.excluded
+        weight = weights.get(result.name, 0.0)
+        if result.abstained or weight == 0:
+            continue
+        weight_sum += weight
+        for name in totals:
+            totals[name] += weight * result.scores.get(name, 0.0)
+    if weight_sum == 0:
+        return {}, excluded
+    return {name: round(total / weight_sum, 4) for name, total in totals.items()}, excluded
+
+
+def _confidence(ranked: list[tuple[str, float]]) -> float:
+    top = ranked[0][1]
+    lead = top - ranked[1][1] if len(ranked) > 1 else top
+    return round(0.5 * top + 0.5 * min(1.0, lead / _FULL_LEAD), 4)
+
 
 class Router:
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, settings: Settings, models: Models | None = None) -> None:
+        self.settings = settings
+        self.models = models
+        self._pools = settings.pools
         self._auto = frozenset(settings.routing.auto_models)
-        self._by_model = {model: pool for pool in settings.pools for model in pool.served_models}
-        self._default = settings.pool(settings.routing.default_pool)
+        self._by_model = {model: pool for pool in self._pools for model in pool.served_models}
         self._keywords = KeywordMatcher(settings.routing.keyword_rules)
+        self._signals = models.signals(settings) if models is not None else None
 
     @property
     def known_models(self) -> list[str]:
         return sorted([*self._auto, *self._by_model])
 
-    async def decide(self, request: ParsedRequest) -> Decision:
+    def classification_text(self, request: ParsedRequest) -> str:
+        """The last user turn first (the encoder keeps the start of long text), then the system
+        prompt and earlier turns when the config asks for them."""
+        routing = self.settings.routing
+        parts = [request.prompt]
+        if routing.include_system_prompt and request.system:
+            parts.append(request.system)
+        if routing.context_chars and request.context:
+            parts.append(request.context[-routing.context_chars :])
+        return "\n".join(parts)
+
+    async def decide(
+        self, request: ParsedRequest, *, embedding: Embeddings | None = None
+    ) -> Decision:
+        """`embedding`: the classification text's, when the caller already has it."""
+        started = time.perf_counter()
         if request.model is not None and request.model not in self._auto:
             pool = self._by_model.get(request.model)
             if pool is None:
@@ -52,13 +169,79 @@ class Router:
                     code="model_not_found",
                     param="model",
                 )
-            return Decision(pool, "model", f"model {request.model!r} is served by {pool.name}")
-        match = self._keywords.match(request.prompt)
-        if match is not None:
-            pool = self._settings.pool(match.rule.pool)
+            reason = f"model {request.model!r} is served by {pool.name}"
+            return Decision(pool, "model", reason, latency_ms=_since(started))
+        text = self.classification_text(request)
+        keyword = self._keywords.evaluate(text, self._pools)
+        if not keyword.abstained and keyword.evidence["short_circuit"]:
+            pool = max(self._pools, key=lambda p: keyword.scores[p.name])
+            reason = f"keyword rule {keyword.evidence['rule']!r} decides at once"
             return Decision(
-                pool,
-                f"keyword:{match.rule.name}",
-                f"keyword rule {match.rule.name!r} matched {match.keyword!r}",
+                pool, "keyword", reason, 1.0, keyword.scores, (keyword,), _since(started)
             )
-        return Decision(self._default, "default", "no rule matched; default pool")
+        results = [keyword, *(await self._model_signals(text, embedding))]
+        return self._elect(results, started)
+
+    async def _model_signals(self, text: str, embedding: Embeddings | None) -> list[SignalResult]:
+        routing = self.settings.routing
+        if self.models is None or self._signals is None:
+            counted = complexity.evaluate(
+                text, self._pools, routing.complexity, lambda t: len(t.split())
+            )
+            return [counted]
+        models, signals = self.models, self._signals
+        results = [
+            complexity.evaluate(text, self._pools, routing.complexity, models.encoder.count_tokens)
+        ]
+        if not text.strip():
+            return results
+        embed_started = time.perf_counter()
+        if embedding is None:
+            embedding = (await asyncio.to_thread(models.encoder.embed, [text]))[0]
+        embed_ms = _since(embed_started)
+        results += [
+            signals.routes.evaluate(embedding, self._pools),
+            signals.domain.evaluate(embedding, self._pools),
+            signals.preference.evaluate(embedding, text, self._pools),
+        ]
+        # The shared embedding is charged to the first signal that reads it.
+        first = results[1]
+        results[1] = SignalResult(
+            first.name,
+            first.scores,
+            {**first.evidence, "embed_ms": round(embed_ms, 3)},
+            first.latency_ms + embed_ms,
+            first.excluded,
+        )
+        return results
+
+    def _elect(self, results: list[SignalResult], started: float) -> Decision:
+        routing = self.settings.routing
+        scores, excluded = vote(results, routing.weights, self._pools)
+        fallback = self.settings.fallback_pool
+        if not scores:
+            return Decision(
+                fallback, "fallback", "no signal voted", None, {}, tuple(results), _since(started)
+            )
+        allowed = [p for p in self._pools if p.name not in excluded] or list(self._pools)
+        ranked = sorted(((p.name, scores[p.name]) for p in allowed), key=lambda item: -item[1])
+        confidence = _confidence(ranked)
+        winner = self.settings.pool(ranked[0][0])
+        if confidence < routing.confidence_threshold and fallback.name not in excluded:
+            reason = (
+                f"confidence {confidence:.2f} < {routing.confidence_threshold:.2f} "
+                f"(best {winner.name} {ranked[0][1]:.2f}); fallback pool"
+            )
+            return Decision(
+                fallback, "fallback", reason, confidence, scores, tuple(results), _since(started)
+            )
+        reason = f"vote: {winner.name} {ranked[0][1]:.2f}"
+        if len(ranked) > 1:
+            reason += f" over {ranked[1][0]} {ranked[1][1]:.2f}"
+        if excluded:
+            reason += f"; excluded {', '.join(sorted(excluded))} (domain floor)"
+        return Decision(winner, "vote", reason, confidence, scores, tuple(results), _since(started))
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

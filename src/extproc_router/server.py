@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from extproc_router._gen import router_pb2, router_pb2_grpc
 from extproc_router.api import RouterService
-from extproc_router.routing import Router
+from extproc_router.live import LiveConfig
 from extproc_router.service import ExternalProcessor
 from extproc_router.settings import Settings
 
@@ -41,8 +43,11 @@ _SERVICE_NAMES = (
 
 
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, source: Path | None = None) -> None:
         self.settings = settings
+        self.source = source
+        self.live: LiveConfig | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
         self.grpc_port = 0
         self.admin_port = 0
         self.should_exit = asyncio.Event()
@@ -67,14 +72,11 @@ class Server:
         ]
 
     async def start(self) -> None:
-        router = Router(self.settings)
+        """Loads the models first: a missing model fails here, before anything listens."""
+        self.live = live = await LiveConfig.start(self.settings, self.source)
         self._grpc = grpc.aio.server(options=self._grpc_options())
-        ext_proc_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessor(self.settings, router), self._grpc
-        )
-        router_pb2_grpc.add_RouterServiceServicer_to_server(
-            RouterService(self.settings, router), self._grpc
-        )
+        ext_proc_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(live), self._grpc)
+        router_pb2_grpc.add_RouterServiceServicer_to_server(RouterService(live), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
             (*_SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
@@ -86,6 +88,7 @@ class Server:
         for name in ("", *_SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._ready = True
+        self._spawn(live.watch())
         logger.info(
             "extproc-router serving gRPC on %s:%d, admin on %s:%d",
             address.host,
@@ -111,8 +114,20 @@ class Server:
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready\n")
 
+    def _spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def reload(self) -> None:
+        """SIGHUP: read the config file again (the result is logged)."""
+        if self.live is not None:
+            self._spawn(self.live.reload())
+
     async def shutdown(self, *, drain: bool = True) -> None:
         self._ready = False
+        for task in list(self._tasks):
+            task.cancel()
         await self._health.enter_graceful_shutdown()
         drain_seconds = self.settings.server.drain_seconds if drain else 0.0
         if drain_seconds > 0:
@@ -141,11 +156,12 @@ class Server:
         await self.start()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.handle_exit, signum)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             await self.should_exit.wait()
             await self.shutdown(drain=self._drain)
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
 
 

@@ -18,10 +18,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
 
 from extproc_router import metrics
+from extproc_router.live import LiveConfig
 from extproc_router.processor import Headers, LLMProcessor, PassThrough, Processor
 from extproc_router.request import api_for_path
-from extproc_router.routing import Router
-from extproc_router.settings import Settings
 
 __all__ = ["ExternalProcessor", "header_map"]
 
@@ -39,15 +38,17 @@ def header_map(headers: base_pb2.HeaderMap) -> Headers:
 
 
 class ExternalProcessor(ext_proc_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, settings: Settings, router: Router | None = None) -> None:
-        self._router = router or Router(settings)
-        self._cluster_header = settings.envoy.cluster_header
+    def __init__(self, live: LiveConfig) -> None:
+        self._live = live
+        # Envoy's config names the header, so it changes only with a restart.
+        self._cluster_header = live.settings.envoy.cluster_header
 
     def processor_for(self, headers: Headers) -> Processor:
         api = api_for_path(headers.get(":method", ""), headers.get(":path", ""))
         if api is None:
             return PassThrough()
-        return LLMProcessor(api, self._router, cluster_header=self._cluster_header)
+        # A stream keeps the router it started with, whatever a reload does meanwhile.
+        return LLMProcessor(api, self._live.pipeline, cluster_header=self._cluster_header)
 
     async def Process(
         self,

@@ -25,14 +25,23 @@ from pydantic import (
 from extproc_router.exceptions import ConfigError
 
 __all__ = [
+    "DOMAINS",
     "EXAMPLE_CONFIG",
+    "PREFERENCES",
+    "SIGNALS",
+    "TIERS",
+    "ComplexitySettings",
+    "DomainSettings",
+    "EmbeddingRoute",
     "EnvoySettings",
     "KeywordRule",
     "ListenAddress",
+    "ModelSettings",
     "PoolSettings",
     "RoutingSettings",
     "ServerSettings",
     "Settings",
+    "Tier",
     "load_settings",
     "override",
     "parse_settings",
@@ -96,6 +105,33 @@ class EnvoySettings(_Frozen):
         return value
 
 
+Tier = Literal["simple", "moderate", "complex"]
+TIERS: tuple[Tier, ...] = ("simple", "moderate", "complex")
+
+# The 14 MMLU-Pro subject categories the domain head predicts.
+DOMAINS = (
+    "biology",
+    "business",
+    "chemistry",
+    "computer science",
+    "economics",
+    "engineering",
+    "health",
+    "history",
+    "law",
+    "math",
+    "other",
+    "philosophy",
+    "physics",
+    "psychology",
+)
+PREFERENCES = ("analytical", "code", "creative", "factual")
+SIGNALS = ("keyword", "embedding", "domain", "complexity", "preference")
+
+Phrase = Annotated[str, StringConstraints(min_length=1)]
+Unit = Annotated[float, Field(ge=0, le=1)]
+
+
 class PoolSettings(_Frozen):
     """A pool of identical model servers; Envoy load-balances across its endpoints."""
 
@@ -103,6 +139,11 @@ class PoolSettings(_Frozen):
     model: ModelName
     aliases: tuple[ModelName, ...] = ()
     endpoints: tuple[str, ...] = Field(min_length=1)
+    # The hardest requests this pool answers well; the vote prefers the cheapest pool that fits.
+    tier: Tier = "moderate"
+    # May receive personal data (e.g. a HIPAA-covered deployment): PII policy `route` sends
+    # requests carrying PII only to pools marked so.
+    compliant: bool = False
 
     @field_validator("endpoints")
     @classmethod
@@ -118,50 +159,207 @@ class PoolSettings(_Frozen):
         return (self.model, *self.aliases)
 
 
+class ModelSettings(_Frozen):
+    """The sentence encoder every model-based signal shares (one embedding per request)."""
+
+    path: Path = Path("models/all-MiniLM-L6-v2")
+    variant: Literal["fp32", "int8"] = "int8"
+    threads: int = Field(default=2, ge=1, le=64)
+    # The classification input: the last user turn, cut to this many tokens.
+    max_tokens: int = Field(default=128, ge=8, le=512)
+    # Trained heads (`make train`) and the route-centroid cache.
+    heads: Path = Path("models/heads")
+
+
 class KeywordRule(_Frozen):
-    """Route a request whose prompt contains any of `keywords` (whole words) to `pool`."""
+    """A prompt containing any keyword (whole words, case- and width-folded) or matching any
+    pattern (a regular expression) votes for `target`, a pool name or a tier."""
 
     name: Name
-    pool: Name
-    keywords: tuple[Annotated[str, StringConstraints(min_length=1)], ...] = Field(min_length=1)
+    target: Name
+    keywords: tuple[Phrase, ...] = ()
+    patterns: tuple[Phrase, ...] = ()
+    # A match decides at once; the model-based signals are skipped (the fast path).
+    short_circuit: bool = False
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> KeywordRule:
+        if not self.keywords and not self.patterns:
+            raise ValueError("a keyword rule needs keywords or patterns")
+        for pattern in self.patterns:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(
+                    f"pattern {pattern!r} is not a regular expression: {error}"
+                ) from None
+        return self
+
+
+class EmbeddingRoute(_Frozen):
+    """Prompts similar to these utterances (cosine to their centroid) vote for `target`."""
+
+    name: Name
+    target: Name
+    utterances: tuple[Phrase, ...] = Field(min_length=1)
+    # Default: 0.85 for routes to the simple tier, 0.80 otherwise (the reference design's).
+    threshold: Unit | None = None
+
+
+class DomainSettings(_Frozen):
+    # Capability of each pool per domain, in [0, 1]; `default` covers unlisted domains.
+    capabilities: dict[Name, dict[str, Unit]] = {}
+    # A pool below this capability for a confidently predicted domain is never chosen.
+    floor: Unit = 0.0
+    floor_min_probability: Unit = 0.5
+
+    @field_validator("capabilities")
+    @classmethod
+    def _known_domains(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for pool, table in value.items():
+            for domain in table:
+                if domain != "default" and domain not in DOMAINS:
+                    raise ValueError(
+                        f"{pool}: unknown domain {domain!r}; domains are {', '.join(DOMAINS)}"
+                    )
+        return value
+
+
+class ComplexitySettings(_Frozen):
+    # Below the first: simple; below the second: moderate; else complex.
+    token_thresholds: tuple[int, int] = (50, 150)
+    depth_thresholds: tuple[int, int] = (2, 4)
 
 
 class RoutingSettings(_Frozen):
+    # Where the router sends what it does not route (other paths, and fail-open traffic).
     default_pool: Name
+    # The best general pool: low confidence, or no signal voted.
+    fallback_pool: Name | None = None
     # Model names meaning "let the router choose".
     auto_models: tuple[ModelName, ...] = ("auto",)
+    confidence_threshold: Unit = 0.6
+    weights: dict[str, Annotated[float, Field(ge=0)]] = {
+        "keyword": 0.10,
+        "embedding": 0.40,
+        "domain": 0.30,
+        "complexity": 0.20,
+        "preference": 0.15,
+    }
+    # Whether the system prompt is part of what the signals read; off by default, because it
+    # is the operator's framing, not the user's task.
+    include_system_prompt: bool = False
+    # Characters of the earlier turns (the most recent ones) the signals read after the last
+    # user turn; 0 reads the last user turn alone. Bounded: at most 4000.
+    context_chars: int = Field(default=0, ge=0, le=4000)
     keyword_rules: tuple[KeywordRule, ...] = ()
+    embedding_routes: tuple[EmbeddingRoute, ...] = ()
+    domains: DomainSettings = DomainSettings()
+    complexity: ComplexitySettings = ComplexitySettings()
+    # Which pool or tier each kind of work goes to.
+    preferences: dict[str, Name] = {}
+
+    @field_validator("weights")
+    @classmethod
+    def _known_signals(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown signals {unknown}; signals are {', '.join(SIGNALS)}")
+        return value
+
+    @field_validator("preferences")
+    @classmethod
+    def _known_preferences(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(PREFERENCES))
+        if unknown:
+            raise ValueError(f"unknown preferences {unknown}; they are {', '.join(PREFERENCES)}")
+        return value
+
+
+PIIAction = Literal["allow", "redact", "block", "route"]
+PII_KINDS = ("email", "phone", "ssn", "credit_card", "iban", "ip_address")
+
+
+class JailbreakSettings(_Frozen):
+    enabled: bool = True
+    # Pattern matches score 1.0; the classifier head scores its probability. The highest
+    # threshold the score reaches decides: block (400, nothing forwarded), route, or flag.
+    block_threshold: Unit = 0.8
+    route_threshold: Unit | None = None
+    route_pool: Name | None = None
+    flag_threshold: Unit = 0.5
+    # Extra rules: family name -> regular expression (matched on normalised text).
+    patterns: dict[Name, Phrase] = {}
+    # Message roles scanned: what reaches the model, tool results included.
+    roles: tuple[str, ...] = ("user", "tool", "function", "system", "developer")
+    # Characters scanned per request (the most recent messages first).
+    max_scan_chars: int = Field(default=32_768, ge=256, le=1_048_576)
+
+    @model_validator(mode="after")
+    def _route_needs_pool(self) -> JailbreakSettings:
+        if (self.route_threshold is None) != (self.route_pool is None):
+            raise ValueError("route_threshold and route_pool go together")
+        for name, pattern in self.patterns.items():
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"patterns.{name}: not a regular expression: {error}") from None
+        return self
+
+
+class PIISettings(_Frozen):
+    enabled: bool = True
+    types: tuple[str, ...] = PII_KINDS
+    # User-defined detectors: type name -> regular expression.
+    custom: dict[Name, Phrase] = {}
+    default_action: PIIAction = "redact"
+    actions: dict[str, PIIAction] = {}
+    # Per pool, per type: overrides `actions` for requests that pool would receive.
+    pool_actions: dict[Name, dict[str, PIIAction]] = {}
+    # More text than this is refused (413) rather than forwarded unscanned.
+    max_scan_chars: int = Field(default=16_777_216, ge=256, le=1_073_741_824)
+
+    @model_validator(mode="after")
+    def _known_types(self) -> PIISettings:
+        known = {*PII_KINDS, *self.custom}
+        named = [*self.types, *self.actions, *(t for a in self.pool_actions.values() for t in a)]
+        unknown = sorted(set(named) - known)
+        if unknown:
+            raise ValueError(f"unknown PII types {unknown}; known: {', '.join(sorted(known))}")
+        for name, pattern in self.custom.items():
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"custom.{name}: not a regular expression: {error}") from None
+        return self
+
+
+class AuditSettings(_Frozen):
+    enabled: bool = True
+    # A JSON-lines file, or "-" for stdout.
+    path: str = "-"
+    # The prompt text is never logged unless this is on.
+    include_prompt: bool = False
+
+
+class SafetySettings(_Frozen):
+    jailbreak: JailbreakSettings = JailbreakSettings()
+    pii: PIISettings = PIISettings()
+    audit: AuditSettings = AuditSettings()
 
 
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     envoy: EnvoySettings = EnvoySettings()
+    model: ModelSettings = ModelSettings()
     pools: tuple[PoolSettings, ...] = Field(min_length=1)
     routing: RoutingSettings
+    safety: SafetySettings = SafetySettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
-        problems: list[str] = []
-        names = [pool.name for pool in self.pools]
-        for name in sorted({n for n in names if names.count(n) > 1}):
-            problems.append(f"pools: the name {name!r} is used twice")
-        owner: dict[str, str] = {}
-        for pool in self.pools:
-            for model in pool.served_models:
-                if model in owner and owner[model] != pool.name:
-                    problems.append(
-                        f"pools.{pool.name}: model {model!r} is also served by {owner[model]!r}"
-                    )
-                owner.setdefault(model, pool.name)
-        for alias in self.routing.auto_models:
-            if alias in owner:
-                problems.append(f"routing.auto_models: {alias!r} is a served model name")
-        if self.routing.default_pool not in names:
-            problems.append(f"routing.default_pool: no pool named {self.routing.default_pool!r}")
-        for index, rule in enumerate(self.routing.keyword_rules):
-            if rule.pool not in names:
-                problems.append(f"routing.keyword_rules.{index}.pool: no pool named {rule.pool!r}")
+        problems = _reference_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -171,6 +369,69 @@ class Settings(_Frozen):
             if pool.name == name:
                 return pool
         raise KeyError(name)
+
+    @property
+    def fallback_pool(self) -> PoolSettings:
+        return self.pool(self.routing.fallback_pool or self.routing.default_pool)
+
+
+def _reference_problems(settings: Settings) -> list[str]:
+    """Every name that points at a pool or tier must exist; served names must not collide."""
+    problems: list[str] = []
+    names = [pool.name for pool in settings.pools]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"pools: the name {name!r} is used twice")
+    owner: dict[str, str] = {}
+    for pool in settings.pools:
+        for model in pool.served_models:
+            if model in owner and owner[model] != pool.name:
+                problems.append(
+                    f"pools.{pool.name}: model {model!r} is also served by {owner[model]!r}"
+                )
+            owner.setdefault(model, pool.name)
+    routing = settings.routing
+    for alias in routing.auto_models:
+        if alias in owner:
+            problems.append(f"routing.auto_models: {alias!r} is a served model name")
+    for key, pool_name in (
+        ("default_pool", routing.default_pool),
+        ("fallback_pool", routing.fallback_pool),
+    ):
+        if pool_name is not None and pool_name not in names:
+            problems.append(f"routing.{key}: no pool named {pool_name!r}")
+    targets = {*names, *TIERS}
+    checked = [
+        *(f"keyword_rules.{i}.target" for i in range(len(routing.keyword_rules))),
+        *(f"embedding_routes.{i}.target" for i in range(len(routing.embedding_routes))),
+        *(f"preferences.{name}" for name in routing.preferences),
+    ]
+    values = [
+        *(rule.target for rule in routing.keyword_rules),
+        *(route.target for route in routing.embedding_routes),
+        *routing.preferences.values(),
+    ]
+    for key, target in zip(checked, values, strict=True):
+        if target not in targets:
+            problems.append(f"routing.{key}: {target!r} is neither a pool nor a tier")
+    for pool_name in routing.domains.capabilities:
+        if pool_name not in names:
+            problems.append(f"routing.domains.capabilities: no pool named {pool_name!r}")
+    safety = settings.safety
+    if safety.jailbreak.route_pool is not None and safety.jailbreak.route_pool not in names:
+        problems.append(
+            f"safety.jailbreak.route_pool: no pool named {safety.jailbreak.route_pool!r}"
+        )
+    for pool_name in safety.pii.pool_actions:
+        if pool_name not in names:
+            problems.append(f"safety.pii.pool_actions: no pool named {pool_name!r}")
+    routes_pii = "route" in {
+        safety.pii.default_action,
+        *safety.pii.actions.values(),
+        *(a for t in safety.pii.pool_actions.values() for a in t.values()),
+    }
+    if routes_pii and not any(pool.compliant for pool in settings.pools):
+        problems.append("safety.pii: action 'route' needs a pool marked compliant: true")
+    return problems
 
 
 def _format_errors(error: ValidationError) -> list[str]:
@@ -211,8 +472,11 @@ def override(settings: Settings, values: dict[str, Any], *, source: str = "overr
     data = settings.model_dump(mode="json")
     for dotted, value in values.items():
         *parents, leaf = dotted.split(".")
-        node = data
+        node: Any = data
         for part in parents:
-            node = node[part]
-        node[leaf] = value
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list):
+            node[int(leaf)] = value
+        else:
+            node[leaf] = value
     return parse_settings(data, source=source)

@@ -16,14 +16,20 @@ def client(stack: Stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.url + "/v1", api_key="unused", max_retries=0)
 
 
+PROOF = (
+    "Prove that the square root of 2 is irrational, then generalise the argument to the square "
+    "root of any prime, and explain where the proof fails for 4."
+)
+
+
 @pytest.mark.parametrize(
     ("model", "prompt", "pool", "served"),
     [
-        ("auto", "hello there", "small", "llama3-8b"),
-        ("auto", "Prove that there are infinitely many primes.", "large", "gpt-5.2"),
-        ("auto", "Why does my Python function recurse forever?", "medium", "gemini-flash"),
+        ("auto", "What is the capital of France?", "small", "llama3-8b"),
+        ("auto", PROOF, "large", "gpt-5.2"),
+        ("auto", "Write a poem about autumn rain in Kyoto.", "medium", "gemini-flash"),
         ("gpt-5.2", "hello there", "large", "gpt-5.2"),
-        ("meta-llama/Meta-Llama-3-8B-Instruct", "prove it", "small", "llama3-8b"),
+        ("meta-llama/Meta-Llama-3-8B-Instruct", PROOF, "small", "llama3-8b"),
     ],
 )
 def test_chat_is_routed_by_envoy(
@@ -39,6 +45,11 @@ def test_chat_is_routed_by_envoy(
     assert raw.headers["x-router-pool"] == pool
     assert raw.headers["x-router-model"] == served
     assert raw.headers["x-router-decision-id"]
+    explanation = raw.headers["x-router-decision"]
+    assert explanation.startswith(f"pool={pool}; method=")
+    if model == "auto":
+        assert "domain=" in explanation
+        assert "complexity=" in explanation
 
 
 def test_streaming_chat_arrives_chunk_by_chunk(client: openai.OpenAI) -> None:
@@ -67,8 +78,8 @@ def test_streaming_chat_arrives_chunk_by_chunk(client: openai.OpenAI) -> None:
 
 
 def test_completions_api(client: openai.OpenAI) -> None:
-    raw = client.completions.with_raw_response.create(model="auto", prompt="prove the lemma")
-    assert raw.parse().choices[0].text == "prove the lemma"
+    raw = client.completions.with_raw_response.create(model="auto", prompt=PROOF)
+    assert raw.parse().choices[0].text == PROOF
     assert raw.headers["x-router-pool"] == "large"
     streamed = client.completions.create(model="llama3-8b", prompt="a b c", stream=True)
     assert "".join(chunk.choices[0].text for chunk in streamed if chunk.choices) == "a b c"
@@ -152,7 +163,7 @@ def test_client_cannot_pick_its_own_pool(stack: Stack) -> None:
 
 
 def test_big_body_within_the_limit_is_routed(stack: Stack) -> None:
-    prompt = "prove " + "x" * (10 * 1024 * 1024)  # above gRPC's 4 MiB default message size
+    prompt = PROOF + " " + "x" * (10 * 1024 * 1024)  # above gRPC's 4 MiB message default
     response = httpx.post(
         stack.url + "/v1/chat/completions",
         json={"model": "auto", "messages": [{"role": "user", "content": prompt}]},

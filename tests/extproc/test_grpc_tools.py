@@ -50,48 +50,61 @@ async def test_grpcurl_health(server: Server) -> None:
     assert json.loads(answer) == {"status": "SERVING"}
 
 
-async def test_grpcurl_explain(server: Server) -> None:
+PROOF = (
+    "Prove that there are infinitely many primes of the form 4k+3, then derive an upper bound "
+    "on the gap between consecutive ones and compare it with Bertrand's postulate."
+)
+
+
+async def test_grpcurl_classify(server: Server) -> None:
+    data = json.dumps({"prompt": PROOF})
     answer = json.loads(
-        await grpcurl(
-            server, "extproc_router.v1.RouterService/Explain", data='{"prompt": "derive the lemma"}'
-        )
+        await grpcurl(server, "extproc_router.v1.RouterService/Classify", data=data)
     )
     assert answer["pool"] == "large"
-    assert answer["method"] == "keyword:proofs"
-    assert "derive" in answer["reason"]
+    assert answer["method"] == "vote"
+    signals = answer["explanation"]["signals"]
+    assert set(signals) == {"keyword", "complexity", "embedding", "domain", "preference"}
+    assert signals["domain"]["evidence"]["top"][0][0] == "math"
+    assert signals["complexity"]["evidence"]["tier"] == "complex"
+    assert signals["keyword"]["evidence"]["rule"] == "formal_proofs"
+
+
+TRACE = "Traceback (most recent call last):\n  File \"app.py\", line 3\nKeyError: 'id'"
 
 
 @pytest.mark.parametrize(
     ("request_", "expected"),
     [
-        (router_pb2.ExplainRequest(prompt="hi", model="gemini-flash"), ("medium", "model")),
+        (router_pb2.ClassifyRequest(prompt="hi", model="gemini-flash"), ("medium", "model")),
         (
-            router_pb2.ExplainRequest(prompt="a python bug", path="/v1/completions"),
-            ("medium", "keyword:code"),
+            router_pb2.ClassifyRequest(prompt=TRACE, path="/v1/completions"),
+            ("medium", "keyword"),
         ),
         (
-            router_pb2.ExplainRequest(
-                body='{"model": "auto", "messages": [{"role": "user", "content": "hello"}]}'
+            router_pb2.ClassifyRequest(
+                body='{"model": "auto", "messages": [{"role": "user", '
+                '"content": "What is the capital of France?"}]}'
             ),
-            ("small", "default"),
+            ("small", "vote"),
         ),
     ],
 )
-async def test_explain(
-    channel: grpc.aio.Channel, request_: router_pb2.ExplainRequest, expected: tuple[str, str]
+async def test_classify(
+    channel: grpc.aio.Channel, request_: router_pb2.ClassifyRequest, expected: tuple[str, str]
 ) -> None:
     stub = router_pb2_grpc.RouterServiceStub(channel)
-    answer = await stub.Explain(request_)
+    answer = await stub.Classify(request_)
     assert (answer.pool, answer.method) == expected
 
 
-async def test_explain_reports_the_error_a_client_would_get(channel: grpc.aio.Channel) -> None:
+async def test_classify_reports_the_error_a_client_would_get(channel: grpc.aio.Channel) -> None:
     stub = router_pb2_grpc.RouterServiceStub(channel)
-    answer = await stub.Explain(router_pb2.ExplainRequest(prompt="x", model="gpt-9"))
+    answer = await stub.Classify(router_pb2.ClassifyRequest(prompt="x", model="gpt-9"))
     assert answer.error.status == 404
     assert answer.error.code == "model_not_found"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Explain(router_pb2.ExplainRequest(prompt="x", path="/v1/embeddings"))
+        await stub.Classify(router_pb2.ClassifyRequest(prompt="x", path="/v1/embeddings"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -38,7 +38,7 @@ async def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
     config = tmp_path / "router.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     log = (tmp_path / "router.log").open("wb")
-    process = subprocess.Popen(  # noqa: ASYNC220 - started once, before any await
+    process = subprocess.Popen(
         [sys.executable, "-m", "extproc_router", "serve", "--config", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -56,3 +56,24 @@ def test_port_override_from_environment(tmp_path: Path, monkeypatch: pytest.Monk
 def test_bad_port_override_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["render-envoy", "--listen-port", "99999"]) == 2
     assert "envoy.listen.port" in capsys.readouterr().err
+
+
+def test_classify_one_prompt_and_jsonl(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import json
+
+    assert run(["classify", "--model", "gemini-flash", "anything"]) == 0
+    assert capsys.readouterr().out.startswith("medium\tgemini-flash\t")
+    lines = [
+        json.dumps("plain text prompt"),
+        json.dumps({"prompt": "x", "model": "gpt-5.2"}),
+        json.dumps({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}),
+    ]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert run(["classify", "--json"]) == 1  # one of them was rejected
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert out[1]["pool"] == "large"
+    assert out[1]["method"] == "model"
+    assert out[2]["error"]["code"] == "model_not_found"

@@ -105,3 +105,17 @@ def test_lone_surrogate_is_a_client_error() -> None:
     )
     with pytest.raises(RequestError, match="surrogate"):
         encode_body(parsed.body)
+
+
+def test_context_is_the_bounded_tail_of_earlier_turns() -> None:
+    messages = [{"role": "system", "content": "be brief"}]
+    for turn in range(2000):
+        messages.append({"role": "user", "content": f"question {turn}"})
+        messages.append({"role": "assistant", "content": f"answer {turn}"})
+    messages.append({"role": "user", "content": "last"})
+    parsed = parse_body("chat_completions", json.dumps({"messages": messages}).encode())
+    assert parsed.prompt == "last"
+    assert parsed.system == "be brief"
+    assert len(parsed.context) <= 4000
+    assert parsed.context.endswith("answer 1999")
+    assert "be brief" not in parsed.context

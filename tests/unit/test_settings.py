@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -43,13 +44,19 @@ def test_errors_name_the_file_and_every_bad_key(tmp_path: Path) -> None:
 def test_cross_references_are_checked() -> None:
     data = example_data()
     data["routing"]["default_pool"] = "huge"
-    data["routing"]["keyword_rules"][0]["pool"] = "nowhere"
+    data["routing"]["keyword_rules"][0]["target"] = "nowhere"
+    data["routing"]["embedding_routes"][1]["target"] = "huge"
+    data["routing"]["preferences"]["code"] = "tiny"
+    data["routing"]["domains"]["capabilities"]["xl"] = {"math": 0.9}
     data["pools"][1]["aliases"] = ["llama3-8b"]
     with pytest.raises(ConfigError) as caught:
         parse_settings(data, source="x.yaml")
     problems = "\n".join(caught.value.problems)
     assert "routing.default_pool: no pool named 'huge'" in problems
-    assert "routing.keyword_rules.0.pool: no pool named 'nowhere'" in problems
+    assert "routing.keyword_rules.0.target: 'nowhere' is neither a pool nor a tier" in problems
+    assert "routing.embedding_routes.1.target: 'huge' is neither a pool nor a tier" in problems
+    assert "routing.preferences.code: 'tiny' is neither a pool nor a tier" in problems
+    assert "routing.domains.capabilities: no pool named 'xl'" in problems
     assert "'llama3-8b' is also served by 'small'" in problems
 
 
@@ -94,3 +101,34 @@ def test_header_name_must_be_lowercase() -> None:
     data["envoy"]["cluster_header"] = "X-Router"
     with pytest.raises(ConfigError, match=r"envoy\.cluster_header"):
         parse_settings(data)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("routing", "weights"), {"keyword": 0.1, "vibes": 0.5}, "unknown signals ['vibes']"),
+        (("routing", "preferences"), {"poetry": "small"}, "unknown preferences ['poetry']"),
+        (("routing", "domains", "capabilities"), {"small": {"astrology": 0.5}}, "unknown domain"),
+        (("routing", "keyword_rules"), [{"name": "x", "target": "small"}], "needs keywords"),
+        (
+            ("routing", "keyword_rules"),
+            [{"name": "x", "target": "small", "patterns": ["("]}],
+            "not a regular expression",
+        ),
+        (("routing", "confidence_threshold"), 1.5, "routing.confidence_threshold"),
+        (("model", "variant"), "int4", "model.variant"),
+    ],
+)
+def test_signal_settings_are_validated(path: tuple[str, ...], value: object, expected: str) -> None:
+    data = example_data()
+    node = data
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        parse_settings(data)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path: Path) -> None:
+    assert load_settings(path).pools

@@ -2,30 +2,32 @@
 
 All rules compile into one regular expression, so a prompt is scanned once however many rules
 there are; rule order still decides between matches (the earliest rule wins, not the earliest
-position in the text).
+position in the text). Text is NFKC-normalised and matched case-insensitively, so full-width or
+capital letters match their plain forms.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from extproc_router.settings import KeywordRule
+from extproc_router.settings import KeywordRule, PoolSettings
+from extproc_router.signals.base import SignalResult, abstain, target_scores
 
 __all__ = ["KeywordMatch", "KeywordMatcher", "normalize"]
 
 
 def normalize(text: str) -> str:
-    """Fold width, compatibility forms and case: full-width or capital letters match plain ones."""
-    return unicodedata.normalize("NFKC", text).casefold()
+    return unicodedata.normalize("NFKC", text)
 
 
 @dataclass(frozen=True, slots=True)
 class KeywordMatch:
     rule: KeywordRule
-    keyword: str
+    matched: str
 
 
 class KeywordMatcher:
@@ -34,30 +36,40 @@ class KeywordMatcher:
         alternatives = []
         self._group_rule: dict[str, int] = {}
         for index, rule in enumerate(self._rules):
-            for number, keyword in enumerate(rule.keywords):
-                group = f"r{index}_{number}"
+            words = [
+                r"(?<!\w)" + r"\s+".join(map(re.escape, normalize(k).split())) + r"(?!\w)"
+                for k in rule.keywords
+            ]
+            for number, expression in enumerate([*words, *rule.patterns]):
+                group = f"_r{index}_{number}"
                 self._group_rule[group] = index
-                words = r"\s+".join(re.escape(part) for part in normalize(keyword).split())
-                alternatives.append(f"(?P<{group}>{words})")
-        self._pattern = (
-            re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)")
-            if alternatives
-            else None
-        )
+                alternatives.append(f"(?P<{group}>{expression})")
+        self._pattern = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
 
     def match(self, text: str) -> KeywordMatch | None:
         if self._pattern is None or not text:
             return None
         best: tuple[int, str] | None = None
         for found in self._pattern.finditer(normalize(text)):
-            group = found.lastgroup
-            if group is None:
-                continue
-            index = self._group_rule[group]
+            index = self._group_rule[found.lastgroup or ""]
             if best is None or index < best[0]:
                 best = (index, found.group())
                 if index == 0:
                     break
         if best is None:
             return None
-        return KeywordMatch(rule=self._rules[best[0]], keyword=best[1])
+        return KeywordMatch(rule=self._rules[best[0]], matched=best[1])
+
+    def evaluate(self, text: str, pools: Sequence[PoolSettings]) -> SignalResult:
+        started = time.perf_counter()
+        found = self.match(text)
+        elapsed = (time.perf_counter() - started) * 1000
+        if found is None:
+            return abstain("keyword", "no rule matched", elapsed)
+        evidence = {
+            "rule": found.rule.name,
+            "matched": found.matched[:64],
+            "target": found.rule.target,
+            "short_circuit": found.rule.short_circuit,
+        }
+        return SignalResult("keyword", target_scores(pools, found.rule.target), evidence, elapsed)

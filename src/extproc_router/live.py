@@ -1,0 +1,94 @@
+"""The config in force, and how it changes while the router serves: SIGHUP, a changed file, or
+the ReloadConfig RPC. A new file is validated and its router built before anything switches;
+a bad file is rejected with every bad key named, and the old config keeps serving.
+
+Streams read `LiveConfig.pipeline` once, at their start, so one config decides a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from extproc_router.audit import AuditLog
+from extproc_router.exceptions import ConfigError, ModelError
+from extproc_router.models import Models, load_models
+from extproc_router.pipeline import Pipeline
+from extproc_router.routing import Router
+from extproc_router.safety.gate import Safety
+from extproc_router.settings import Settings, load_settings
+
+__all__ = ["LiveConfig"]
+
+logger = logging.getLogger(__name__)
+
+# Sections a running router cannot change: they shape the listening sockets and Envoy's config.
+_RESTART_ONLY = ("server", "envoy")
+
+
+class LiveConfig:
+    def __init__(self, settings: Settings, models: Models | None, source: Path | None) -> None:
+        self.settings = settings
+        self.models = models
+        self.pipeline = _pipeline(settings, models)
+        self.source = source
+        self.loaded_at = time.time()
+        self._mtime = _mtime(source)
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, settings: Settings, source: Path | None) -> LiveConfig:
+        """Loads the models off the event loop; raises ModelError if a file is missing."""
+        models = await asyncio.to_thread(load_models, settings.model)
+        return await asyncio.to_thread(cls, settings, models, source)
+
+    async def reload(self) -> list[str]:
+        """Returns the problems that stopped the reload; empty when the new config is in force."""
+        if self.source is None:
+            return ["the router runs on the embedded config: there is no file to reload"]
+        async with self._lock:
+            self._mtime = _mtime(self.source)
+            try:
+                settings = await asyncio.to_thread(load_settings, self.source)
+                models = self.models
+                if models is None or settings.model != self.settings.model:
+                    models = await asyncio.to_thread(load_models, settings.model)
+                pipeline = await asyncio.to_thread(_pipeline, settings, models)
+            except ConfigError as error:
+                logger.error("config reload rejected, old config keeps serving: %s", error)
+                return error.problems
+            except ModelError as error:
+                logger.error("config reload rejected, old config keeps serving: %s", error)
+                return [f"model: {error}"]
+            for section in _RESTART_ONLY:
+                if getattr(settings, section) != getattr(self.settings, section):
+                    logger.warning("config section %r changed: it takes effect on restart", section)
+            old = self.pipeline
+            self.settings, self.models, self.pipeline = settings, models, pipeline
+            old.audit.close()
+            self.loaded_at = time.time()
+            logger.info("config reloaded from %s", self.source)
+            return []
+
+    async def watch(self, interval: float = 2.0) -> None:
+        """Reload when the file's modification time changes; runs until cancelled."""
+        if self.source is None:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            if _mtime(self.source) != self._mtime:
+                await self.reload()
+
+
+def _pipeline(settings: Settings, models: Models | None) -> Pipeline:
+    safety = Safety(settings.safety, models.jailbreak_head if models else None)
+    return Pipeline(Router(settings, models), safety, AuditLog(settings.safety.audit))
+
+
+def _mtime(path: Path | None) -> float | None:
+    try:
+        return path.stat().st_mtime if path is not None else None
+    except OSError:
+        return None

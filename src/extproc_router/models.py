@@ -1,0 +1,71 @@
+"""Load the encoder and the trained heads once; build the model-based signals from them.
+
+Loading is the slow part (an ONNX session, two heads), so a config reload that leaves the
+`model:` section alone keeps the loaded `Models` and only rebuilds the signals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from extproc_router.encoder import Encoder
+from extproc_router.heads import LinearHead
+from extproc_router.settings import ModelSettings, Settings
+from extproc_router.signals.domain import DomainSignal
+from extproc_router.signals.embedding import EmbeddingRoutes
+from extproc_router.signals.preference import PreferenceSignal
+
+__all__ = ["ModelSignals", "Models", "encoder_id", "load_models"]
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def encoder_id(settings: ModelSettings) -> str:
+    return f"{MODEL_NAME}/{settings.variant}/{settings.max_tokens}"
+
+
+@dataclass(frozen=True)
+class ModelSignals:
+    routes: EmbeddingRoutes
+    domain: DomainSignal
+    preference: PreferenceSignal
+
+
+@dataclass(frozen=True)
+class Models:
+    settings: ModelSettings
+    encoder: Encoder
+    domain_head: LinearHead
+    preference_head: LinearHead
+    jailbreak_head: LinearHead
+
+    def signals(self, settings: Settings) -> ModelSignals:
+        routing = settings.routing
+        return ModelSignals(
+            routes=EmbeddingRoutes(
+                routing.embedding_routes,
+                self.encoder,
+                encoder_id(self.settings),
+                self.settings.heads / "cache",
+            ),
+            domain=DomainSignal(self.domain_head, routing.domains, settings.pools),
+            preference=PreferenceSignal(self.preference_head, routing.preferences),
+        )
+
+
+def load_models(settings: ModelSettings) -> Models:
+    """Raises `ModelError` with the command that fixes it when a file is missing."""
+    encoder = Encoder(
+        settings.path,
+        variant=settings.variant,
+        threads=settings.threads,
+        max_tokens=settings.max_tokens,
+    )
+    ident = encoder_id(settings)
+    return Models(
+        settings,
+        encoder,
+        LinearHead.load(settings.heads / "domain.npz", encoder=ident),
+        LinearHead.load(settings.heads / "preference.npz", encoder=ident),
+        LinearHead.load(settings.heads / "jailbreak.npz", encoder=ident),
+    )

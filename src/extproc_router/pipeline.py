@@ -1,0 +1,140 @@
+"""One request's way through the router: parsed request -> safety -> signals -> decision ->
+PII policy -> what to send on. No Envoy and no protobuf here; the ext_proc processor and the
+RouterService both call `Pipeline.run`, so grpcurl shows exactly what traffic gets.
+
+The prompt is embedded once, and that embedding serves the jailbreak head and every routing
+signal. A blocked request raises `RequestError` (the client gets the JSON error, no pool sees
+the request) and still leaves an audit record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from extproc_router.audit import AuditLog
+from extproc_router.encoder import Embeddings
+from extproc_router.exceptions import RequestError
+from extproc_router.request import ParsedRequest
+from extproc_router.routing import Decision, Router
+from extproc_router.safety.gate import JailbreakVerdict, PIIVerdict, Safety
+
+__all__ = ["Outcome", "Pipeline"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    decision: Decision
+    # True when the body must be sent on re-encoded (a new `model`, or redacted PII).
+    body_changed: bool
+    jailbreak: JailbreakVerdict
+    pii: PIIVerdict
+
+    @property
+    def flagged(self) -> bool:
+        return self.jailbreak.action == "flag"
+
+    def explanation(self) -> dict[str, Any]:
+        return {
+            **self.decision.explanation(),
+            "safety": {"jailbreak": self.jailbreak.evidence(), "pii": self.pii.evidence()},
+        }
+
+
+class Pipeline:
+    def __init__(self, router: Router, safety: Safety, audit: AuditLog) -> None:
+        self.router = router
+        self.safety = safety
+        self.audit = audit
+
+    async def _embed(self, request: ParsedRequest) -> Embeddings | None:
+        models = self.router.models
+        text = self.router.classification_text(request)
+        if models is None or not text.strip():
+            return None
+        embeddings = await asyncio.to_thread(models.encoder.embed, [text])
+        embedding: Embeddings = embeddings[0]
+        return embedding
+
+    async def run(
+        self, request: ParsedRequest, decision_id: str, *, dry_run: bool = False
+    ) -> Outcome:
+        """`dry_run`: decide and explain, but leave no audit record (nothing is forwarded)."""
+        started = time.perf_counter()
+        settings = self.router.settings
+        embedding = await self._embed(request)
+        jailbreak = self.safety.jailbreak(request, embedding)
+        audit = functools.partial(
+            _no_record if dry_run else self.audit.record,
+            decision_id,
+            request=request,
+            jailbreak=jailbreak,
+        )
+        if jailbreak.action == "block":
+            audit("blocked_jailbreak")
+            raise RequestError(
+                "the request was blocked by the content policy (prompt injection or jailbreak)",
+                status=400,
+                code="content_policy_violation",
+            )
+        decision = await self.router.decide(request, embedding=embedding)
+        if jailbreak.action == "route" and settings.safety.jailbreak.route_pool is not None:
+            pool = settings.pool(settings.safety.jailbreak.route_pool)
+            decision = dataclasses.replace(
+                decision,
+                pool=pool,
+                method="safety",
+                reason=f"jailbreak score "
+                f"{jailbreak.score:.2f}: hardened pool {pool.name}; was {decision.reason}",
+            )
+        # Megabytes of text take a while to scan: off the event loop, so other streams go on.
+        pii, redacted = await asyncio.to_thread(
+            self.safety.pii, request.body, decision.pool.name, decision.pool.compliant
+        )
+        if pii.action == "block":
+            audit("blocked_pii", decision=decision, pii=pii)
+            raise RequestError(
+                "the request carries personal data ("
+                + ", ".join(sorted(pii.counts))
+                + f") that the policy does not allow for pool {decision.pool.name}",
+                status=400,
+                code="pii_policy_violation",
+            )
+        if pii.action == "route":
+            decision, pii, redacted = self._route_to_compliant(request, decision, pii)
+            if pii.action == "block":
+                audit("blocked_pii", decision=decision, pii=pii)
+                raise RequestError(
+                    "the request carries personal data that no compliant pool may receive",
+                    status=400,
+                    code="pii_policy_violation",
+                )
+        audit("forwarded", decision=decision, pii=pii)
+        elapsed = (time.perf_counter() - started) * 1000
+        decision = dataclasses.replace(decision, latency_ms=elapsed)
+        body_changed = redacted or request.model != decision.model
+        return Outcome(decision, body_changed, jailbreak, pii)
+
+    def _route_to_compliant(
+        self, request: ParsedRequest, decision: Decision, pii: PIIVerdict
+    ) -> tuple[Decision, PIIVerdict, bool]:
+        """The best-scoring compliant pool (the vote's order, else config order)."""
+        pools = [p for p in self.router.settings.pools if p.compliant]
+        pools.sort(key=lambda p: -decision.scores.get(p.name, 0.0))
+        pool = pools[0]
+        verdict, redacted = self.safety.pii(request.body, pool.name, True)
+        kinds = ", ".join(sorted(pii.counts))
+        reason = f"PII ({kinds}) goes to compliant pools only; was {decision.pool.name}"
+        return (
+            dataclasses.replace(decision, pool=pool, method="pii", reason=reason),
+            verdict,
+            redacted,
+        )
+
+
+def _no_record(*args: object, **kwargs: object) -> None:
+    """The audit log's stand-in for dry runs (RouterService/Classify, `extproc-router classify`)."""

@@ -1,0 +1,206 @@
+"""The safety stage: jailbreak verdicts before routing, PII policy after it.
+
+Jailbreak detection reads every message role that reaches the model (tool results included,
+where indirect injection hides), newest first, within `max_scan_chars`. PII policy depends on
+the pool the request would reach: a type may be allowed for one pool and redacted or blocked
+for another, and `route` moves a request carrying PII to a pool marked `compliant`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from extproc_router.encoder import Embeddings
+from extproc_router.exceptions import RequestError
+from extproc_router.heads import LinearHead
+from extproc_router.request import ParsedRequest
+from extproc_router.safety.jailbreak import compile_patterns, match_patterns
+from extproc_router.safety.pii import PIIScanner, Redactor
+from extproc_router.settings import PIISettings, SafetySettings
+
+__all__ = ["JailbreakVerdict", "PIIVerdict", "Safety", "message_texts"]
+
+
+@dataclass(frozen=True, slots=True)
+class JailbreakVerdict:
+    score: float
+    # "block", "route", "flag" or "allow".
+    action: str
+    family: str | None = None
+    matched: str | None = None
+    latency_ms: float = 0.0
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 3),
+            "action": self.action,
+            **({"family": self.family} if self.family else {}),
+            "latency_ms": round(self.latency_ms, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PIIVerdict:
+    counts: dict[str, int]
+    # "allow", "redact", "block" or "route".
+    action: str
+    # Types per action actually taken (e.g. {"redact": ["email"], "allow": ["ip_address"]}).
+    by_action: dict[str, list[str]] = field(default_factory=dict)
+    latency_ms: float = 0.0
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "types": dict(self.counts),
+            "action": self.action,
+            "latency_ms": round(self.latency_ms, 3),
+        }
+
+
+def message_texts(body: dict[str, Any], roles: tuple[str, ...] | None = None) -> Iterator[str]:
+    """Every text in the request that reaches the model, newest message first."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if not isinstance(message, dict) or (
+                roles is not None and message.get("role") not in roles
+            ):
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                yield content
+            elif isinstance(content, list):
+                for part in content:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        yield part["text"]
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        yield prompt
+    elif isinstance(prompt, list):
+        yield from (item for item in prompt if isinstance(item, str))
+
+
+def _bounded(texts: Iterator[str], budget: int) -> list[str]:
+    kept = []
+    for text in texts:
+        if budget <= 0:
+            break
+        kept.append(text[:budget])
+        budget -= len(kept[-1])
+    return kept
+
+
+class Safety:
+    def __init__(self, settings: SafetySettings, head: LinearHead | None) -> None:
+        self.settings = settings
+        self._head = head
+        self._patterns = compile_patterns(settings.jailbreak.patterns.items())
+        pii = settings.pii
+        self._scanner = PIIScanner(pii.types, dict(pii.custom))
+
+    def jailbreak(self, request: ParsedRequest, embedding: Embeddings | None) -> JailbreakVerdict:
+        config = self.settings.jailbreak
+        started = time.perf_counter()
+        if not config.enabled:
+            return JailbreakVerdict(0.0, "allow")
+        score, family, matched = 0.0, None, None
+        for text in _bounded(message_texts(request.body, config.roles), config.max_scan_chars):
+            found = match_patterns(text, self._patterns)
+            if found is not None:
+                score, family, matched = 1.0, found.family, found.matched
+                break
+        if score < 1.0 and self._head is not None and embedding is not None:
+            probabilities = self._head.probabilities(embedding[None, :])[0]
+            score = float(probabilities[self._head.labels.index("attack")])
+            family = "classifier" if score >= config.flag_threshold else None
+        action = "allow"
+        if score >= config.block_threshold:
+            action = "block"
+        elif config.route_threshold is not None and score >= config.route_threshold:
+            action = "route"
+        elif score >= config.flag_threshold:
+            action = "flag"
+        return JailbreakVerdict(
+            score, action, family, matched, (time.perf_counter() - started) * 1000
+        )
+
+    def pii(self, body: dict[str, Any], pool: str, compliant: bool) -> tuple[PIIVerdict, bool]:
+        """Scans and, where the policy says redact, rewrites `body` in place; returns the
+        verdict and whether the body changed."""
+        config = self.settings.pii
+        started = time.perf_counter()
+        if not config.enabled:
+            return PIIVerdict({}, "allow"), False
+        texts = list(message_texts(body))
+        if sum(map(len, texts)) > config.max_scan_chars:
+            # Unscanned text could carry anything: refuse rather than forward it unchecked.
+            raise RequestError(
+                f"the request has more text than the PII scan covers "
+                f"({config.max_scan_chars} characters)",
+                status=413,
+                code="pii_scan_limit",
+            )
+        counts: Counter[str] = Counter()
+        for text in texts:
+            for finding in self._scanner.scan(text):
+                counts[finding.kind] += 1
+        if not counts:
+            return PIIVerdict({}, "allow", latency_ms=(time.perf_counter() - started) * 1000), False
+        by_action: dict[str, list[str]] = {}
+        for kind in sorted(counts):
+            by_action.setdefault(_action(config, pool, kind), []).append(kind)
+        if "block" in by_action:
+            overall = "block"
+        elif "route" in by_action and not compliant:
+            overall = "route"
+        elif "redact" in by_action:
+            overall = "redact"
+        else:
+            overall = "allow"
+        changed = False
+        if overall == "redact":
+            changed = _redact(body, self._scanner, set(by_action["redact"]))
+        elapsed = (time.perf_counter() - started) * 1000
+        return PIIVerdict(dict(counts), overall, by_action, elapsed), changed
+
+
+def _action(config: PIISettings, pool: str, kind: str) -> str:
+    pool_rules = config.pool_actions.get(pool, {})
+    return pool_rules.get(kind) or config.actions.get(kind) or config.default_action
+
+
+def _redact(body: dict[str, Any], scanner: PIIScanner, kinds: set[str]) -> bool:
+    redactor = Redactor()
+
+    def clean(text: str) -> str:
+        findings = [f for f in scanner.scan(text) if f.kind in kinds]
+        return redactor.redact(text, findings) if findings else text
+
+    changed = False
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                new = clean(content)
+                changed |= new != content
+                message["content"] = new
+            elif isinstance(content, list):
+                for part in content:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        new = clean(part["text"])
+                        changed |= new != part["text"]
+                        part["text"] = new
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        body["prompt"] = clean(prompt)
+        changed |= body["prompt"] != prompt
+    elif isinstance(prompt, list):
+        body["prompt"] = [clean(p) if isinstance(p, str) else p for p in prompt]
+        changed |= body["prompt"] != prompt
+    return changed

@@ -1,0 +1,175 @@
+"""Jailbreak and prompt-injection detection: normalise, match known manipulation patterns, and
+ask a classifier head on the shared embedding about the rest.
+
+Normalisation undoes the cheap disguises before any pattern runs: compatibility forms and
+full-width letters (NFKC), zero-width characters, look-alike Cyrillic and Greek letters,
+leetspeak, letters spaced or dotted apart, and base64 / hex / rot13 blobs (decoded and scanned
+as extra text). Patterns cover instruction overrides, persona and "developer mode" jailbreaks,
+system-prompt extraction and refusal suppression, in several languages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_PATTERNS", "PatternMatch", "match_patterns", "normalize_views"]
+
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"), None)
+_HOMOGLYPHS = str.maketrans(
+    "аеорсухіјѕԁɡһтмкнвАЕОРСУХІЈЅВНКМТΑΒΕΖΗΙΚΜΝΟΡΤΥΧαορυνιкт",
+    "aeopcyxijsdghtmknbAEOPCYXIJSBHKMTABEZHIKMNOPTYXaopuvikt",
+)
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a",
+                       "$": "s", "!": "i", "|": "l"})  # fmt: skip
+# Letters split by single spaces, dots, dashes or underscores: "i g n o r e", "i.g.n.o.r.e".
+_SPACED = re.compile(r"\b(?:\w[ ._\-*]){3,}\w\b")
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
+_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Fa-f])")
+_MAX_BLOBS = 8
+
+
+def _decoded_blobs(text: str) -> Iterable[str]:
+    for count, match in enumerate(_BASE64.finditer(text)):
+        if count >= _MAX_BLOBS:
+            break
+        blob = match.group()
+        try:
+            decoded = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
+            plain = decoded.decode("utf-8")
+        except (binascii.Error, ValueError):
+            continue
+        if plain.isprintable() or "\n" in plain:
+            yield plain
+    for count, match in enumerate(_HEX.finditer(text)):
+        if count >= _MAX_BLOBS:
+            break
+        try:
+            yield bytes.fromhex(re.sub(r"[ :]", "", match.group())).decode("utf-8")
+        except ValueError:
+            continue
+
+
+def normalize_views(text: str) -> list[str]:
+    """The text as a reader would see it through each disguise; patterns run on every view."""
+    plain = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH)
+    # Look-alike letters folded to Latin, for "іgnоre" spelled with Cyrillic і and о; the plain
+    # view stays, so text really written in Cyrillic or Greek is read as written.
+    folded = plain.translate(_HOMOGLYPHS)
+    joined = _SPACED.sub(lambda m: re.sub(r"[ ._\-*]", "", m.group()), folded)
+    views = [plain.lower(), folded.lower(), joined.lower(), joined.lower().translate(_LEET)]
+    views.append(codecs.decode(plain, "rot13").lower())
+    views.extend(blob.lower() for blob in _decoded_blobs(plain))
+    return list(dict.fromkeys(views))
+
+
+_IGNORE = r"(?:ignore|disregard|forget|override|bypass|skip|drop)"
+_PRIOR = r"(?:all |any |the |your |my )?(?:previous|prior|above|earlier|preceding|original|initial|system|existing)"
+_RULES = r"(?:instructions?|rules|guidelines|directives|prompts?|programming|policies|polic(?:y|ies)|restrictions|constraints|safety (?:rules|guidelines|filters?))"
+
+DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("instruction_override", rf"\b{_IGNORE}\b.{{0,30}}\b{_PRIOR}\b.{{0,20}}\b{_RULES}\b"),
+    (
+        "instruction_override",
+        rf"\b{_IGNORE}\b (?:all|everything|any(?:thing)?) (?:you(?:'ve| have)? (?:been )?(?:told|taught|instructed)|(?:above|before))",
+    ),
+    ("instruction_override", r"\bnew (?:rules|instructions|directives)\s*[:\-]"),
+    (
+        "instruction_override",
+        r"\b(?:from now on|starting now|henceforth),? you (?:will|must|are|shall) (?:no longer|not|never|ignore|answer without)",
+    ),
+    (
+        "persona",
+        r"\b(?:you are|you're|act as|become|pretend to be|role-?play as|stay in character as|respond as)\b.{0,20}\b(?:dan|stan|aim|dude)\b",
+    ),
+    ("persona", r"\b(?:dan|stan|aim) mode\b.{0,20}\b(?:enabled|activated|engaged|unlocked)\b"),
+    ("persona", r"\bdo anything now\b"),
+    (
+        "persona",
+        r"\byou are (?:now |no longer )?(?:an? )?(?:unfiltered|uncensored|unrestricted|jailbroken|evil|amoral|unaligned)\b",
+    ),
+    (
+        "persona",
+        r"\b(?:pretend|imagine|act as if|behave as if|simulate)\b.{0,40}\b(?:no|without any|free of) (?:restrictions|filters|rules|limits|guidelines|morals|ethics|censorship)\b",
+    ),
+    (
+        "developer_mode",
+        r"\b(?:developer|debug|god|admin|maintenance|sudo|root) mode (?:is )?(?:now )?(?:enabled|activated|unlocked|engaged)\b",
+    ),
+    (
+        "developer_mode",
+        r"\b(?:enable|activate|enter|switch to|unlock)\b.{0,20}\b(?:developer|debug|god|jailbreak|unrestricted) mode\b.{0,40}\b(?:ignore|no|without|bypass|unrestricted|uncensored|anything)\b",
+    ),
+    (
+        "system_prompt_extraction",
+        r"\b(?:reveal|print|show|output|repeat|display|leak|tell me|give me|what (?:is|are|was|were))\b.{0,30}\b(?:your|the) (?:system|initial|hidden|original|secret) (?:prompt|instructions|message|rules)\b",
+    ),
+    (
+        "system_prompt_extraction",
+        r"\brepeat (?:the|all|everything)? ?(?:text|words|lines)? ?(?:above|before this)\b.{0,40}(?:verbatim|starting with|word for word|exactly)",
+    ),
+    (
+        "refusal_suppression",
+        r"\b(?:never|do not|don't|must not) (?:refuse|say (?:you )?(?:can't|cannot|are unable)|apologi[sz]e|add (?:any )?(?:warnings?|disclaimers?))\b.{0,80}\b(?:whatever|anything|no matter|regardless|every (?:request|question))\b",
+    ),
+    (
+        "authority_claim",
+        r"\b(?:i am|i'm|this is)\b.{0,30}\b(?:openai|anthropic|your (?:developer|creator|admin)|the system administrator)\b.{0,60}\b(?:safety|filters?|restrictions|guidelines|rules)\b.{0,20}\b(?:disabled|off|lifted|removed|suspended|do not apply)\b",
+    ),
+    (
+        "indirect_injection",
+        r"(?:<!--|\[system\]|\bsystem note\b|\bimportant (?:system )?(?:note|instruction)s?\b|\bassistant:)\s*.{0,40}\b(?:ignore|disregard|instead|send|forward|exfiltrate|reveal)\b",
+    ),
+    (
+        "multilingual",
+        r"\bignora(?:r)? (?:todas )?(?:las |tus |los )?(?:instrucciones|reglas|indicaciones)(?: anteriores| previas)?",
+    ),
+    (
+        "multilingual",
+        r"\b(?:ignore[rz]?|oublie[rz]?) (?:toutes )?(?:les |tes |vos )?(?:instructions|règles|consignes) (?:précédentes|antérieures)",
+    ),
+    (
+        "multilingual",
+        r"\bignorier(?:e|en)? (?:alle )?(?:vorherigen|bisherigen|obigen) (?:anweisungen|regeln|instruktionen)",
+    ),
+    ("multilingual", r"\bignora (?:tutte )?(?:le )?istruzioni precedenti"),
+    (
+        "multilingual",
+        r"\bignore (?:todas )?as instruções anteriores|\besqueça (?:todas )?as (?:instruções|regras)",
+    ),
+    ("multilingual", r"(?:игнорируй|забудь|проигнорируй).{0,20}(?:инструкци|правил)"),
+    (
+        "multilingual",
+        r"(?:忽略|无视|忘记|忽視).{0,10}(?:之前|以上|先前|所有).{0,6}(?:指令|指示|规则|規則|说明)",
+    ),
+    ("multilingual", r"(?:前の|以前の|上記の).{0,6}(?:指示|命令|ルール).{0,6}(?:無視|忘れ)"),
+    ("multilingual", r"(?:تجاهل|انس).{0,20}(?:التعليمات|الأوامر|القواعد)"),
+    ("multilingual", r"(?:पिछले|पहले के|सभी).{0,20}(?:निर्देशों|नियमों).{0,20}(?:अनदेखा|नज़रअंदाज़|भूल)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PatternMatch:
+    family: str
+    matched: str
+
+
+def compile_patterns(extra: Iterable[tuple[str, str]] = ()) -> list[tuple[str, re.Pattern[str]]]:
+    return [
+        (family, re.compile(pattern, re.IGNORECASE | re.DOTALL))
+        for family, pattern in (*DEFAULT_PATTERNS, *extra)
+    ]
+
+
+def match_patterns(text: str, patterns: list[tuple[str, re.Pattern[str]]]) -> PatternMatch | None:
+    for view in normalize_views(text):
+        for family, pattern in patterns:
+            found = pattern.search(view)
+            if found is not None:
+                return PatternMatch(family, found.group()[:80])
+    return None

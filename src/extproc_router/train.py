@@ -1,0 +1,259 @@
+"""`make train` and `make eval`: fit the classifier heads on data/, and measure them on the
+held-out split, never on what they were trained on.
+
+Data: `data/domain/<label>.jsonl` and `data/preference/<label>.jsonl` with lines
+`{"text": ..., "split": "train" | "test"}`; `data/complexity/eval.jsonl` with lines
+`{"text": ..., "tier": ...}`. File names are labels (underscores for spaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from extproc_router.encoder import Encoder
+from extproc_router.heads import LinearHead, train_head
+from extproc_router.models import Models, encoder_id
+from extproc_router.request import ParsedRequest
+from extproc_router.routing import Router
+from extproc_router.safety.gate import Safety
+from extproc_router.safety.pii import PII_TYPES, PIIScanner
+from extproc_router.safety.pii_corpus import generate
+from extproc_router.settings import TIERS, ModelSettings, Settings
+from extproc_router.signals import complexity
+
+__all__ = ["HEADS", "Example", "evaluate", "load_examples", "train"]
+
+HEADS = ("domain", "preference", "jailbreak")
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    text: str
+    label: str
+    split: str
+
+
+def load_examples(folder: Path) -> list[Example]:
+    examples = []
+    for path in sorted(folder.glob("*.jsonl")):
+        label = path.stem.replace("_", " ")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                examples.append(Example(row["text"], label, row.get("split", "train")))
+    if not examples:
+        raise SystemExit(f"no labelled examples in {folder}")
+    return examples
+
+
+def _fit(encoder: Encoder, ident: str, examples: list[Example]) -> LinearHead:
+    train_rows = [e for e in examples if e.split == "train"]
+    embeddings = encoder.embed([e.text for e in train_rows])
+    return train_head(embeddings, [e.label for e in train_rows], encoder=ident)
+
+
+def _encoder(settings: ModelSettings) -> Encoder:
+    return Encoder(
+        settings.path,
+        variant=settings.variant,
+        threads=settings.threads,
+        max_tokens=settings.max_tokens,
+    )
+
+
+def train(settings: ModelSettings, data: Path) -> dict[str, float]:
+    """Fit and save both heads; returns their held-out accuracy."""
+    encoder = _encoder(settings)
+    ident = encoder_id(settings)
+    accuracy = {}
+    for name in HEADS:
+        examples = load_examples(data / name)
+        head = _fit(encoder, ident, examples)
+        head.save(settings.heads / f"{name}.npz")
+        accuracy[name] = _accuracy(encoder, head, examples)[0]
+    return accuracy
+
+
+def _accuracy(
+    encoder: Encoder, head: LinearHead, examples: list[Example]
+) -> tuple[float, list[tuple[str, str]]]:
+    test = [e for e in examples if e.split == "test"]
+    probabilities = head.probabilities(encoder.embed([e.text for e in test]))
+    predicted = [head.labels[int(i)] for i in np.argmax(probabilities, axis=1)]
+    pairs = [(e.label, p) for e, p in zip(test, predicted, strict=True)]
+    return sum(t == p for t, p in pairs) / len(pairs), pairs
+
+
+def _confusion(pairs: list[tuple[str, str]], labels: tuple[str, ...]) -> list[str]:
+    short = {label: label[:6] for label in labels}
+    lines = [
+        "| true \\ predicted | " + " | ".join(short[x] for x in labels) + " | recall |",
+        "|---" * (len(labels) + 2) + "|",
+    ]
+    counts = Counter(pairs)
+    for truth in labels:
+        row = [counts[(truth, p)] for p in labels]
+        total = sum(row) or 1
+        cells = " | ".join(str(n) if n else "." for n in row)
+        lines.append(f"| {truth} | {cells} | {row[labels.index(truth)] / total:.0%} |")
+    return lines
+
+
+def evaluate(settings: Settings, data: Path) -> str:
+    """The EVALUATION.md report: heads per encoder variant, complexity tiers, routing."""
+    lines = [
+        "# Evaluation",
+        "",
+        "Held-out splits only: heads are fitted on `split: train` lines and scored on "
+        "`split: test` lines written separately (different subtopics and wording).",
+        "",
+    ]
+    models: Models | None = None
+    for variant in ("fp32", "int8"):
+        model_settings = settings.model.model_copy(update={"variant": variant})
+        encoder = _encoder(model_settings)
+        ident = encoder_id(model_settings)
+        heads = {}
+        for name in HEADS:
+            examples = load_examples(data / name)
+            head = _fit(encoder, ident, examples)
+            heads[name] = head
+            accuracy, pairs = _accuracy(encoder, head, examples)
+            lines += [
+                f"## {name} head, {variant} encoder: top-1 {accuracy:.1%} "
+                f"on {len(pairs)} held-out prompts",
+                "",
+            ]
+            if name == "domain" and variant == settings.model.variant:
+                lines += [*_confusion(pairs, head.labels), ""]
+        if variant == settings.model.variant:
+            models = Models(
+                model_settings, encoder, heads["domain"], heads["preference"], heads["jailbreak"]
+            )
+    if models is None:
+        raise SystemExit(f"model.variant {settings.model.variant!r} is neither fp32 nor int8")
+    lines += _complexity_report(settings, models, data)
+    lines += _safety_report(settings, models, data)
+    lines += asyncio.run(_routing_report(settings, models, data))
+    return "\n".join(lines) + "\n"
+
+
+def _complexity_rows(data: Path) -> list[dict[str, str]]:
+    text = (data / "complexity" / "eval.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _complexity_report(settings: Settings, models: Models, data: Path) -> list[str]:
+    rows = _complexity_rows(data)
+    pairs = []
+    for row in rows:
+        result = complexity.evaluate(
+            row["text"], settings.pools, settings.routing.complexity, models.encoder.count_tokens
+        )
+        pairs.append((row["tier"], str(result.evidence["tier"])))
+    accuracy = sum(t == p for t, p in pairs) / len(pairs)
+    return [
+        f"## complexity tiers: {accuracy:.1%} of {len(pairs)} labelled prompts",
+        "",
+        *_confusion(pairs, TIERS),
+        "",
+    ]
+
+
+async def _routing_report(settings: Settings, models: Models, data: Path) -> list[str]:
+    router = Router(settings, models)
+    texts = [
+        e.text
+        for folder in ("domain", "preference")
+        for e in load_examples(data / folder)
+        if e.split == "test"
+    ]
+    texts += [row["text"] for row in _complexity_rows(data)]
+    pools: Counter[str] = Counter()
+    methods: Counter[str] = Counter()
+    latencies = []
+    for text in texts:
+        request = ParsedRequest("chat_completions", "auto", False, {}, text)
+        started = time.perf_counter()
+        decision = await router.decide(request)
+        latencies.append((time.perf_counter() - started) * 1000)
+        pools[decision.pool.name] += 1
+        methods[decision.method] += 1
+    lines = [
+        f"## routing of all {len(texts)} held-out prompts (model: auto)",
+        "",
+        "| pool | share |",
+        "|---|---|",
+    ]
+    lines += [f"| {pool.name} | {pools[pool.name] / len(texts):.0%} |" for pool in settings.pools]
+    lines += [
+        "",
+        "Methods: " + ", ".join(f"{m} {n}" for m, n in methods.most_common()),
+        "",
+        f"In-process decision time: p50 {np.percentile(latencies, 50):.2f} ms, "
+        f"p99 {np.percentile(latencies, 99):.2f} ms (one thread, no Envoy).",
+        "",
+    ]
+    return lines
+
+
+def _safety_report(settings: Settings, models: Models, data: Path) -> list[str]:
+    """The whole jailbreak detector (patterns, then the head) on the held-out split, and the
+    PII detectors on the seeded generated set with its hard negatives."""
+    safety = Safety(settings.safety, models.jailbreak_head)
+    test = [e for e in load_examples(data / "jailbreak") if e.split == "test"]
+    embeddings = models.encoder.embed([e.text for e in test])
+    outcomes: Counter[tuple[bool, bool]] = Counter()
+    for example, embedding in zip(test, embeddings, strict=True):
+        request = ParsedRequest(
+            "chat_completions",
+            "auto",
+            False,
+            {"messages": [{"role": "user", "content": example.text}]},
+            example.text,
+        )
+        verdict = safety.jailbreak(request, embedding)
+        outcomes[(example.label == "attack", verdict.action == "block")] += 1
+    tp, fp = outcomes[(True, True)], outcomes[(False, True)]
+    fn, tn = outcomes[(True, False)], outcomes[(False, False)]
+    precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+    f1 = 2 * precision * recall / max(precision + recall, 1e-9)
+    lines = [
+        f"## jailbreak detector (block at {settings.safety.jailbreak.block_threshold}), "
+        f"{len(test)} held-out prompts",
+        "",
+        f"Precision {precision:.1%}, recall {recall:.1%}, F1 {f1:.3f}, false positives on the "
+        f"hard benign prompts {fp / max(fp + tn, 1):.1%} ({fp} of {fp + tn}).",
+        "",
+    ]
+    scanner = PIIScanner(settings.safety.pii.types)
+    found: dict[str, Counter[str]] = {k: Counter() for k in ("tp", "fn", "fp")}
+    samples = generate(seed=2026)
+    for sample in samples:
+        got = [(f.kind, f.value) for f in scanner.scan(sample.text)]
+        for item in sample.expected:
+            found["tp" if item in got else "fn"][item[0]] += 1
+        for item in got:
+            if item not in sample.expected:
+                found["fp"][item[0]] += 1
+    lines += [
+        f"## PII detectors on {len(samples)} generated sentences (seed 2026, with hard "
+        "negatives: dates, versions, orders, prices, ISBNs, UUIDs, timestamps, "
+        "Luhn-invalid cards)",
+        "",
+        "| type | recall | precision |",
+        "|---|---|---|",
+    ]
+    for kind in PII_TYPES:
+        tp_k, fn_k, fp_k = found["tp"][kind], found["fn"][kind], found["fp"][kind]
+        lines.append(
+            f"| {kind} | {tp_k / max(tp_k + fn_k, 1):.2%} | {tp_k / max(tp_k + fp_k, 1):.2%} |"
+        )
+    return [*lines, ""]
