@@ -205,26 +205,39 @@ def _signal_latencies(settings: Settings) -> list[str]:
 
     async def measure() -> dict[str, dict[str, list[float]]]:
         live = await LiveConfig.start(settings, None)
+        prompts = {
+            name.removeprefix("router: all signals, "): body
+            for name, (_, body) in SETUPS.items()
+            if name.startswith("router: all signals")
+        }
+        # A long pasted document: what the safety scans cost on big prompts.
+        prompts["~2,000 tokens"] = {
+            "model": "auto",
+            "messages": [{"role": "user", "content": (_LONG + " ") * 20}],
+        }
         timings: dict[str, dict[str, list[float]]] = {}
-        for name, (_, body) in SETUPS.items():
-            if not name.startswith("router: all signals"):
-                continue
+        for name, body in prompts.items():
             request = parse_body("chat_completions", json.dumps(body).encode())
             rows: dict[str, list[float]] = {}
             for _ in range(200):
-                decision = await live.router.decide(request)
-                for signal in decision.signals:
+                outcome = await live.pipeline.run(request, "bench", dry_run=True)
+                for signal in outcome.decision.signals:
                     rows.setdefault(signal.name, []).append(signal.latency_ms)
-                rows.setdefault("whole decision", []).append(decision.latency_ms)
-            timings[name.removeprefix("router: all signals, ")] = rows
+                rows.setdefault("jailbreak (patterns + head)", []).append(
+                    outcome.jailbreak.latency_ms
+                )
+                rows.setdefault("pii (scan + redact)", []).append(outcome.pii.latency_ms)
+                rows.setdefault("MiniLM embedding (shared)", []).append(outcome.embed_ms)
+                rows.setdefault("whole pipeline", []).append(outcome.decision.latency_ms)
+            timings[name] = rows
         return timings
 
     import asyncio
 
     timings = asyncio.run(measure())
     lines = [
-        "Per-signal time inside the router (in process, 200 decisions each, p50 / p99 ms; the "
-        "embedding signal's time includes the one shared MiniLM inference):",
+        "Per-stage time inside the router (in process, 200 runs each, p50 / p99 ms); every "
+        "model-based stage reads the one shared MiniLM embedding:",
         "",
         "| signal | " + " | ".join(timings) + " |",
         "|---|" + "---|" * len(timings),

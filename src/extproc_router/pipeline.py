@@ -33,6 +33,8 @@ class Outcome:
     body_changed: bool
     jailbreak: JailbreakVerdict
     pii: PIIVerdict
+    # The one MiniLM inference every model-based stage shares.
+    embed_ms: float = 0.0
 
     @property
     def flagged(self) -> bool:
@@ -41,6 +43,7 @@ class Outcome:
     def explanation(self) -> dict[str, Any]:
         return {
             **self.decision.explanation(),
+            "embed_ms": round(self.embed_ms, 3),
             "safety": {"jailbreak": self.jailbreak.evidence(), "pii": self.pii.evidence()},
         }
 
@@ -66,7 +69,9 @@ class Pipeline:
         """`dry_run`: decide and explain, but leave no audit record (nothing is forwarded)."""
         started = time.perf_counter()
         settings = self.router.settings
+        embed_started = time.perf_counter()
         embedding = await self._embed(request)
+        embed_ms = (time.perf_counter() - embed_started) * 1000
         jailbreak = self.safety.jailbreak(request, embedding)
         audit = functools.partial(
             _no_record if dry_run else self.audit.record,
@@ -117,7 +122,7 @@ class Pipeline:
         elapsed = (time.perf_counter() - started) * 1000
         decision = dataclasses.replace(decision, latency_ms=elapsed)
         body_changed = redacted or request.model != decision.model
-        return Outcome(decision, body_changed, jailbreak, pii)
+        return Outcome(decision, body_changed, jailbreak, pii, embed_ms)
 
     def _route_to_compliant(
         self, request: ParsedRequest, decision: Decision, pii: PIIVerdict

@@ -195,25 +195,14 @@ class Router:
         ]
         if not text.strip():
             return results
-        embed_started = time.perf_counter()
         if embedding is None:
             embedding = (await asyncio.to_thread(models.encoder.embed, [text]))[0]
-        embed_ms = _since(embed_started)
-        results += [
+        return [
+            *results,
             signals.routes.evaluate(embedding, self._pools),
             signals.domain.evaluate(embedding, self._pools),
             signals.preference.evaluate(embedding, text, self._pools),
         ]
-        # The shared embedding is charged to the first signal that reads it.
-        first = results[1]
-        results[1] = SignalResult(
-            first.name,
-            first.scores,
-            {**first.evidence, "embed_ms": round(embed_ms, 3)},
-            first.latency_ms + embed_ms,
-            first.excluded,
-        )
-        return results
 
     def _elect(self, results: list[SignalResult], started: float) -> Decision:
         routing = self.settings.routing

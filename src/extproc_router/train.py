@@ -68,13 +68,28 @@ def _encoder(settings: ModelSettings) -> Encoder:
     )
 
 
+def head_examples(name: str, data: Path) -> list[Example]:
+    """A head's labelled data. The jailbreak head also learns from every ordinary training
+    prompt (labelled benign): attacks are rare, and a head that has only seen hard negatives
+    is overconfident on everyday text it has never seen."""
+    examples = load_examples(data / name)
+    if name == "jailbreak":
+        examples += [
+            Example(e.text, "benign", "train")
+            for folder in ("domain", "preference")
+            for e in load_examples(data / folder)
+            if e.split == "train"
+        ]
+    return examples
+
+
 def train(settings: ModelSettings, data: Path) -> dict[str, float]:
-    """Fit and save both heads; returns their held-out accuracy."""
+    """Fit and save every head; returns their held-out accuracy."""
     encoder = _encoder(settings)
     ident = encoder_id(settings)
     accuracy = {}
     for name in HEADS:
-        examples = load_examples(data / name)
+        examples = head_examples(name, data)
         head = _fit(encoder, ident, examples)
         head.save(settings.heads / f"{name}.npz")
         accuracy[name] = _accuracy(encoder, head, examples)[0]
@@ -122,7 +137,7 @@ def evaluate(settings: Settings, data: Path) -> str:
         ident = encoder_id(model_settings)
         heads = {}
         for name in HEADS:
-            examples = load_examples(data / name)
+            examples = head_examples(name, data)
             head = _fit(encoder, ident, examples)
             heads[name] = head
             accuracy, pairs = _accuracy(encoder, head, examples)

@@ -4,8 +4,8 @@ Length alone misjudges both a long pasted document with one easy question and a 
 request, so the tier is the larger of a token tier and a depth tier, where depth counts the
 parts of the task: separate questions, clauses joined by "and how / then / compare", list items,
 conditions, code blocks and distinct task verbs. "What is X?" has depth 1; "What is X and how
-does it differ from Y?" depth 2; multi-part tasks 4 and more. A long text with a single part is
-held at moderate.
+does it differ from Y?" depth 2; "Explain X" depth 2 (a task verb is a part); multi-part tasks
+4 and more. A long text with a single ask is held at moderate.
 """
 
 from __future__ import annotations
@@ -34,12 +34,19 @@ _CONDITION = re.compile(
     re.IGNORECASE,
 )
 _CODE_BLOCK = re.compile(r"```")
+# Verbs asking for work to be produced: each is a part of the task; the heavy ones (a proof,
+# a design, an implementation) count twice.
 _TASK_VERB = re.compile(
-    r"\b(?:prove|derive|design|implement|analy[sz]e|explain|compare|evaluate|calculate|compute|"
-    r"optimi[sz]e|justify|list|summari[sz]e|outline|critique|estimate|plan|refactor|debug|"
-    r"write|solve|show|describe|discuss|recommend|identify|model)\b",
+    r"\b(?:analy[sz]e|explain|compare|evaluate|calculate|compute|justify|list|summari[sz]e|"
+    r"outline|critique|estimate|plan|debug|write|solve|show|describe|discuss|recommend|"
+    r"identify|assess|propose)\b",
     re.IGNORECASE,
 )
+_HEAVY_VERB = re.compile(
+    r"\b(?:prove|derive|design|implement|architect|optimi[sz]e|refactor|formali[sz]e)\b",
+    re.IGNORECASE,
+)
+_COMMA = re.compile(r",\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,8 @@ class Structure:
     conditions: int
     code_blocks: int
     task_verbs: int
+    heavy_verbs: int
+    commas: int
 
     @property
     def depth(self) -> int:
@@ -60,7 +69,10 @@ class Structure:
             + self.list_items
             + min(self.conditions, 2)
             + self.code_blocks
-            + max(self.task_verbs - 1, 0)
+            + self.task_verbs
+            + 2 * self.heavy_verbs
+            # An inline enumeration ("cover the model, retries, limits and tests") is parts too.
+            + min(self.commas, 6) // 2
         )
         return min(parts, _MAX_DEPTH)
 
@@ -75,6 +87,8 @@ def measure_depth(text: str) -> Structure:
         conditions=len(_CONDITION.findall(sample)),
         code_blocks=len(_CODE_BLOCK.findall(sample)) // 2,
         task_verbs=len({m.lower() for m in _TASK_VERB.findall(sample)}),
+        heavy_verbs=len({m.lower() for m in _HEAVY_VERB.findall(sample)}),
+        commas=len(_COMMA.findall(sample)),
     )
 
 
@@ -85,9 +99,10 @@ def _band(value: int, thresholds: tuple[int, int]) -> int:
 def tier_for(tokens: int, depth: int, settings: ComplexitySettings) -> str:
     token_band = _band(tokens, settings.token_thresholds)
     depth_band = _band(depth, settings.depth_thresholds)
-    if depth_band == 0:
-        token_band = min(token_band, 1)  # one simple ask in a long text is not complex work
-    return TIERS[max(token_band, depth_band)]
+    if depth <= settings.depth_thresholds[0]:
+        # One ask (one task verb) about a long pasted text is moderate work, not complex.
+        token_band = min(token_band, 1)
+    return TIERS[max(depth_band, token_band)]
 
 
 def evaluate(
