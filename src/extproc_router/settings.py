@@ -8,6 +8,7 @@ so an operator fixes them all in one pass.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -55,6 +56,16 @@ _ENDPOINT = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+def _check_regexes(patterns: Iterable[tuple[object, str]], key: str) -> None:
+    for name, pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(
+                f"{key}.{name}: {pattern!r} is not a regular expression: {error}"
+            ) from None
 
 
 class _Frozen(BaseModel):
@@ -186,13 +197,7 @@ class KeywordRule(_Frozen):
     def _something_to_match(self) -> KeywordRule:
         if not self.keywords and not self.patterns:
             raise ValueError("a keyword rule needs keywords or patterns")
-        for pattern in self.patterns:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(
-                    f"pattern {pattern!r} is not a regular expression: {error}"
-                ) from None
+        _check_regexes(enumerate(self.patterns), "patterns")
         return self
 
 
@@ -299,11 +304,7 @@ class JailbreakSettings(_Frozen):
     def _route_needs_pool(self) -> JailbreakSettings:
         if (self.route_threshold is None) != (self.route_pool is None):
             raise ValueError("route_threshold and route_pool go together")
-        for name, pattern in self.patterns.items():
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"patterns.{name}: not a regular expression: {error}") from None
+        _check_regexes(self.patterns.items(), "patterns")
         return self
 
 
@@ -326,11 +327,7 @@ class PIISettings(_Frozen):
         unknown = sorted(set(named) - known)
         if unknown:
             raise ValueError(f"unknown PII types {unknown}; known: {', '.join(sorted(known))}")
-        for name, pattern in self.custom.items():
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"custom.{name}: not a regular expression: {error}") from None
+        _check_regexes(self.custom.items(), "custom")
         return self
 
 

@@ -83,14 +83,23 @@ def head_examples(name: str, data: Path) -> list[Example]:
     return examples
 
 
-def train(settings: ModelSettings, data: Path) -> dict[str, float]:
-    """Fit and save every head; returns their held-out accuracy."""
+def _fit_heads(
+    settings: ModelSettings, data: Path
+) -> tuple[Encoder, dict[str, tuple[LinearHead, list[Example]]]]:
     encoder = _encoder(settings)
     ident = encoder_id(settings)
-    accuracy = {}
+    heads = {}
     for name in HEADS:
         examples = head_examples(name, data)
-        head = _fit(encoder, ident, examples)
+        heads[name] = (_fit(encoder, ident, examples), examples)
+    return encoder, heads
+
+
+def train(settings: ModelSettings, data: Path) -> dict[str, float]:
+    """Fit and save every head; returns their held-out accuracy."""
+    encoder, heads = _fit_heads(settings, data)
+    accuracy = {}
+    for name, (head, examples) in heads.items():
         head.save(settings.heads / f"{name}.npz")
         accuracy[name] = _accuracy(encoder, head, examples)[0]
     return accuracy
@@ -133,13 +142,9 @@ def evaluate(settings: Settings, data: Path) -> str:
     models: Models | None = None
     for variant in ("fp32", "int8"):
         model_settings = settings.model.model_copy(update={"variant": variant})
-        encoder = _encoder(model_settings)
-        ident = encoder_id(model_settings)
-        heads = {}
-        for name in HEADS:
-            examples = head_examples(name, data)
-            head = _fit(encoder, ident, examples)
-            heads[name] = head
+        encoder, fitted = _fit_heads(model_settings, data)
+        heads = {name: head for name, (head, _) in fitted.items()}
+        for name, (head, examples) in fitted.items():
             accuracy, pairs = _accuracy(encoder, head, examples)
             lines += [
                 f"## {name} head, {variant} encoder: top-1 {accuracy:.1%} "
