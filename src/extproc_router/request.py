@@ -35,6 +35,8 @@ class ParsedRequest:
     system: str = ""
     # The turns before the last user turn (their tail), for the optional context window.
     context: str = ""
+    # Size of the body as received: what scanning all of it will cost.
+    size: int = 0
 
 
 def api_for_path(method: str, path: str) -> Api | None:
@@ -82,7 +84,7 @@ def parse_body(api: Api, raw: bytes) -> ParsedRequest:
         prompt, system, context = _chat_prompt(body)
     else:
         prompt, system, context = _completion_prompt(body), "", ""
-    return ParsedRequest(api, model, bool(stream), body, prompt, system, context)
+    return ParsedRequest(api, model, bool(stream), body, prompt, system, context, len(raw))
 
 
 def encode_body(body: dict[str, Any]) -> bytes:
