@@ -64,7 +64,3 @@ class AuditLog:
             entry["prompt"] = request.prompt
         self._stream.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._stream.flush()
-
-    def close(self) -> None:
-        if self._stream is not None and self._stream is not sys.stdout:
-            self._stream.close()

@@ -65,9 +65,9 @@ class LiveConfig:
             for section in _RESTART_ONLY:
                 if getattr(settings, section) != getattr(self.settings, section):
                     logger.warning("config section %r changed: it takes effect on restart", section)
-            old = self.pipeline
+            # The old pipeline's audit file closes when its last stream lets go of it; closing
+            # it here would fail a request still being decided with it.
             self.settings, self.models, self.pipeline = settings, models, pipeline
-            old.audit.close()
             self.loaded_at = time.time()
             logger.info("config reloaded from %s", self.source)
             return []

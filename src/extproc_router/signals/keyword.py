@@ -19,6 +19,8 @@ from extproc_router.signals.base import SignalResult, abstain, target_scores
 
 __all__ = ["KeywordMatch", "KeywordMatcher", "normalize"]
 
+_MAX_CHARS = 65_536
+
 
 def normalize(text: str) -> str:
     return unicodedata.normalize("NFKC", text)
@@ -50,7 +52,9 @@ class KeywordMatcher:
         if self._pattern is None or not text:
             return None
         best: tuple[int, str] | None = None
-        for found in self._pattern.finditer(normalize(text)):
+        # Rules are about what is asked, which comes first; megabytes of pasted data after it
+        # would only cost time.
+        for found in self._pattern.finditer(normalize(text[:_MAX_CHARS])):
             index = self._group_rule[found.lastgroup or ""]
             if best is None or index < best[0]:
                 best = (index, found.group())
