@@ -79,6 +79,11 @@ DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
         rf"\b{_IGNORE}\b (?:all|everything|any(?:thing)?) (?:you(?:'ve| have)? (?:been )?(?:told|taught|instructed)|(?:above|before))",
     ),
     ("instruction_override", r"\bnew (?:rules|instructions|directives)\s*[:\-]"),
+    # Addressed to the model's own rules: "disregard your guidelines", "forget your instructions".
+    (
+        "instruction_override",
+        rf"\b{_IGNORE}\b (?:all )?(?:of )?your (?:own |current |safety )?{_RULES}\b",
+    ),
     (
         "instruction_override",
         r"\b(?:from now on|starting now|henceforth),? you (?:will|must|are|shall) (?:no longer|not|never|ignore|answer without)",
@@ -136,6 +141,14 @@ DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
     (
         "multilingual",
         r"\bignorier(?:e|en)? (?:alle )?(?:vorherigen|bisherigen|obigen) (?:anweisungen|regeln|instruktionen)",
+    ),
+    (
+        "multilingual",
+        r"\b(?:ignore[rz]?|oublie[rz]?) (?:toutes )?(?:vos|tes) (?:instructions|règles|consignes|directives)\b",
+    ),
+    (
+        "multilingual",
+        r"\bignorier(?:e|en)? (?:alle )?(?:deine|ihre) (?:anweisungen|regeln|vorgaben|richtlinien)",
     ),
     ("multilingual", r"\bignora (?:tutte )?(?:le )?istruzioni precedenti"),
     (
