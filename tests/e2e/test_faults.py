@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from extproc_router.stack import Stack
 from tests.e2e.conftest import own_stack
+from tests.helpers import free_port_settings
 
 PROOF = "Prove that the square root of 2 is irrational, then generalise it to every prime."
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": PROOF}]}
@@ -104,3 +108,31 @@ def test_clients_that_disconnect_leave_no_errors(stack: Stack) -> None:
     log = stack.log_path("router").read_text()
     assert "Traceback" not in log
     assert " ERROR " not in log
+
+
+def test_a_dead_pool_is_a_json_503_not_a_hang(tmp_path: Path) -> None:
+    stack = own_stack(tmp_path, {})
+    try:
+        stack.stop("pools", sig=signal.SIGKILL)
+        started = time.monotonic()
+        response = post(stack)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "service_unavailable"
+        assert time.monotonic() - started < 10
+    finally:
+        stack.stop_all()
+
+
+def test_missing_model_fails_fast_with_a_fix(tmp_path: Path) -> None:
+    settings = free_port_settings({"model.path": str(tmp_path / "no-model-here")})
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    result = subprocess.run(
+        [sys.executable, "-m", "extproc_router", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert "make setup" in result.stderr
