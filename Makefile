@@ -8,6 +8,8 @@ MODEL_DIR := models/all-MiniLM-L6-v2
 HEADS := models/heads/domain.npz models/heads/preference.npz models/heads/jailbreak.npz
 DATA := $(wildcard data/domain/*.jsonl data/preference/*.jsonl data/jailbreak/*.jsonl)
 ARGS ?=
+# apt-get update once, then install the named Debian packages.
+apt_install = (apt-get update -qq && apt-get install -y -qq $(1))
 
 .PHONY: setup proto run test test-unit test-e2e lint bench render-envoy train eval clean
 
@@ -15,6 +17,10 @@ setup: $(STAMP) $(GEN)/router_pb2.py $(MODEL_DIR)/manifest.json $(HEADS)
 
 # Re-install when the dependencies change; idempotent otherwise.
 $(STAMP): pyproject.toml
+	# Debian splits venv out of python3; install it (and the tools the tests drive) when missing.
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(call apt_install,python3-venv)
+	command -v curl >/dev/null || $(call apt_install,curl)
+	command -v pgrep >/dev/null || $(call apt_install,procps)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch (build time only), before anything that would pull the CUDA one.
@@ -62,7 +68,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 bench: setup
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v wrk >/dev/null || $(call apt_install,wrk)
 	$(PY) -m bench.run $(ARGS)
 
 # Refresh the shipped Envoy config after changing the example router config.
