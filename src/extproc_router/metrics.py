@@ -16,6 +16,7 @@ __all__ = [
     "JAILBREAKS",
     "PII_DETECTIONS",
     "REJECTED",
+    "SIGNAL_LATENCY",
     "STREAMS_ACTIVE",
     "STREAM_ERRORS",
     "observe_decision",
@@ -42,6 +43,12 @@ STREAM_ERRORS = Counter(
 )
 
 
+SIGNAL_LATENCY = Histogram(
+    "signal_latency_ms",
+    "Time each routing signal and safety stage took, in milliseconds.",
+    ["signal"],
+    buckets=_MS_BUCKETS,
+)
 JAILBREAKS = Counter(
     "jailbreak_detections", "Requests the jailbreak detector acted on, by action.", ["action"]
 )
@@ -52,6 +59,11 @@ PII_DETECTIONS = Counter(
 )
 
 
-def observe_decision(decision: Decision, seconds: float) -> None:
+def observe_decision(decision: Decision, seconds: float, stages: dict[str, float]) -> None:
+    """`stages`: milliseconds of the stages outside the routing signals (embedding, safety)."""
     DECISIONS.labels(model=decision.model, method=decision.method).inc()
     DECISION_LATENCY.observe(seconds * 1000)
+    for signal in decision.signals:
+        SIGNAL_LATENCY.labels(signal=signal.name).observe(signal.latency_ms)
+    for name, milliseconds in stages.items():
+        SIGNAL_LATENCY.labels(signal=name).observe(milliseconds)

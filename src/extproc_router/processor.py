@@ -107,7 +107,15 @@ class LLMProcessor:
         except RequestError as error:
             return self._reject(error)
         self._outcome = outcome
-        metrics.observe_decision(decision, time.perf_counter() - started)
+        metrics.observe_decision(
+            decision,
+            time.perf_counter() - started,
+            {
+                "embedding_model": outcome.embed_ms,
+                "jailbreak": outcome.jailbreak.latency_ms,
+                "pii": outcome.pii.latency_ms,
+            },
+        )
         logger.debug(
             "decision %s: %s -> %s (%s)",
             self._decision_id,

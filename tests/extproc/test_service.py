@@ -183,9 +183,12 @@ async def test_cancelled_streams_end_quietly(
 
 async def test_admin_endpoints(server: Server, ext_proc_stub: Stub) -> None:
     await exchange(ext_proc_stub, [request_headers(), request_body(chat("hi", "llama3-8b"))])
+    await exchange(ext_proc_stub, [request_headers(), request_body(chat("What is a prime?"))])
     base = f"http://127.0.0.1:{server.admin_port}"
     async with httpx.AsyncClient() as client:
         assert (await client.get(base + "/healthz")).status_code == 200
         assert (await client.get(base + "/readyz")).status_code == 200
         scrape = (await client.get(base + "/metrics")).text
     assert 'routing_decisions_total{method="model",model="llama3-8b"}' in scrape
+    for stage in ("keyword", "domain", "complexity", "embedding_model", "jailbreak", "pii"):
+        assert f'signal_latency_ms_count{{signal="{stage}"}}' in scrape
