@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -264,20 +265,14 @@ class RoutingSettings(_Frozen):
     # Which pool or tier each kind of work goes to.
     preferences: dict[str, Name] = {}
 
-    @field_validator("weights")
+    @field_validator("weights", "preferences")
     @classmethod
-    def _known_signals(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - set(SIGNALS))
+    def _known_keys(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        known = SIGNALS if info.field_name == "weights" else PREFERENCES
+        what = "signals" if info.field_name == "weights" else "preferences"
+        unknown = sorted(set(value) - set(known))
         if unknown:
-            raise ValueError(f"unknown signals {unknown}; signals are {', '.join(SIGNALS)}")
-        return value
-
-    @field_validator("preferences")
-    @classmethod
-    def _known_preferences(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(PREFERENCES))
-        if unknown:
-            raise ValueError(f"unknown preferences {unknown}; they are {', '.join(PREFERENCES)}")
+            raise ValueError(f"unknown {what} {unknown}; {what} are {', '.join(known)}")
         return value
 
 
