@@ -284,7 +284,9 @@ class JailbreakSettings(_Frozen):
     enabled: bool = True
     # Pattern matches score 1.0; the classifier head scores its probability. The highest
     # threshold the score reaches decides: block (400, nothing forwarded), route, or flag.
-    block_threshold: Unit = 0.8
+    # High on purpose: a pattern match scores 1.0, while the head, trained on a few hundred
+    # lines, blocks alone only when nearly certain (below that it flags).
+    block_threshold: Unit = 0.98
     route_threshold: Unit | None = None
     route_pool: Name | None = None
     flag_threshold: Unit = 0.5
