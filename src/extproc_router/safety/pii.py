@@ -113,16 +113,23 @@ def _ipv6_valid(raw: str) -> bool:
     return raw != "::"
 
 
-_NANP = re.compile(r"^(?:\+?1[ .-]?)?\(?([2-9]\d{2})\)?[ .-]?([2-9]\d{2})[ .-]?(\d{4})$")
+# An extension after the number ("x204", "ext. 12") belongs to it; then no digit or letter.
+_EXTENSION = r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?(?!\w|[.-]\d)"
+_NANP = re.compile(r"^(?:\+?1[ .-]?)?\(?\d{3}\)?[ .-]?\d{3}[ .-]?\d{4}$")
+_EXTENSION_TAIL = re.compile(r"\s?(?:x|ext\.?|extension)\s?\d{1,6}$", re.IGNORECASE)
 
 
 def _phone_valid(raw: str) -> bool:
-    digits = re.sub(r"\D", "", raw)
-    if _NANP.match(raw.strip()):
+    # The North American shape with separators is a phone number whatever its digits (made-up
+    # 555-123-4567 numbers included): nothing else is written 3-3-4.
+    number = _EXTENSION_TAIL.sub("", raw.strip())
+    if _NANP.match(number):
         return True
-    # International: needs the + and a country code; E.164 allows 8 to 15 digits. Country
-    # code 1 is NANP, which the pattern above already judged.
-    return raw.lstrip().startswith("+") and 8 <= len(digits) <= 15 and digits[0] not in "01"
+    # International: "+" or "00" and a country code; E.164 allows 8 to 15 digits.
+    digits = re.sub(r"\D", "", number)
+    if number.startswith("00"):
+        digits = digits[2:]
+    return 8 <= len(digits) <= 15 and digits[0] != "0"
 
 
 # Candidates. Digits glued to letters or other digits are never PII here (order numbers like
@@ -166,10 +173,12 @@ _DETECTORS: dict[str, tuple[re.Pattern[str], Callable[[str], bool]]] = {
     ),
     "phone": (
         re.compile(
-            # International, "+" and country code first: groups of 1 to 7 digits.
-            r"(?<![\w+])\+\d{1,3}(?:[ .-]?(?:\(\d{1,7}\)|\d{1,7})){1,6}(?!\w|[.-]\d)"
-            # North American: (415) 555-2671, 415-555-2671, 415.555.2671.
-            r"|(?<![\w+])(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w|[.-]\d)"
+            # International, "+" or "00" and a country code first: groups of 1 to 7 digits.
+            r"(?<![\w+])(?<!\d[ .-])(?:\+|\b00)\d{1,3}(?:[ .-]?(?:\(\d{1,7}\)|\d{1,7})){1,6}"
+            + _EXTENSION
+            # North American: (415) 555-2671, 415-555-2671, 415.555.2671, with an extension.
+            + r"|(?<![\w+])(?<!\d[ .-])(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+            + _EXTENSION
         ),
         _phone_valid,
     ),

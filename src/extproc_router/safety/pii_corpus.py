@@ -58,6 +58,9 @@ def _phone(r: random.Random) -> str:
         f"+33 6 {r.randint(10, 99)} {r.randint(10, 99)} {r.randint(10, 99)} {r.randint(10, 99)}",
         f"+81 90-{r.randint(1000, 9999)}-{r.randint(1000, 9999)}",
         f"+91 {r.randint(70000, 99999)} {r.randint(10000, 99999)}",
+        f"{r.randint(100, 999)}-{r.randint(100, 999)}-{line}x{r.randint(1, 9999)}",
+        f"001-{area}-{exchange}-{line}",
+        f"({area}){exchange}-{line}",
     ]
     return r.choice(shapes)
 
