@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from extproc_router.audit import AuditLog
-from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
 from extproc_router.request import ParsedRequest
 from extproc_router.routing import Decision, Router
@@ -56,15 +55,6 @@ class Pipeline:
         self.safety = safety
         self.audit = audit
 
-    async def _embed(self, request: ParsedRequest) -> Embeddings | None:
-        models = self.router.models
-        text = self.router.classification_text(request)
-        if models is None or not text.strip():
-            return None
-        embeddings = await asyncio.to_thread(models.encoder.embed, [text])
-        embedding: Embeddings = embeddings[0]
-        return embedding
-
     async def run(
         self, request: ParsedRequest, decision_id: str, *, dry_run: bool = False
     ) -> Outcome:
@@ -72,7 +62,7 @@ class Pipeline:
         started = time.perf_counter()
         settings = self.router.settings
         embed_started = time.perf_counter()
-        embedding = await self._embed(request)
+        embedding = await self.router.embed(self.router.classification_text(request))
         embed_ms = (time.perf_counter() - embed_started) * 1000
         jailbreak = self.safety.jailbreak(request, embedding)
         audit = functools.partial(

@@ -154,6 +154,15 @@ class Router:
             parts.append(request.context[-routing.context_chars :])
         return "\n".join(parts)
 
+    async def embed(self, text: str) -> Embeddings | None:
+        """The one MiniLM inference a request gets, off the event loop; None without models or
+        text."""
+        if self.models is None or not text.strip():
+            return None
+        embeddings = await asyncio.to_thread(self.models.encoder.embed, [text])
+        embedding: Embeddings = embeddings[0]
+        return embedding
+
     async def decide(
         self, request: ParsedRequest, *, embedding: Embeddings | None = None
     ) -> Decision:
@@ -196,7 +205,9 @@ class Router:
         if not text.strip():
             return results
         if embedding is None:
-            embedding = (await asyncio.to_thread(models.encoder.embed, [text]))[0]
+            embedding = await self.embed(text)
+        if embedding is None:
+            return results
         return [
             *results,
             signals.routes.evaluate(embedding, self._pools),
