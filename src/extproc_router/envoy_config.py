@@ -16,9 +16,10 @@ import yaml
 
 from extproc_router.settings import ListenAddress, PoolSettings, Settings
 
-__all__ = ["EXTPROC_CLUSTER", "render_envoy", "render_envoy_yaml"]
+__all__ = ["EXTPROC_CLUSTER", "OTEL_CLUSTER", "render_envoy", "render_envoy_yaml"]
 
 EXTPROC_CLUSTER = "extproc_router"
+OTEL_CLUSTER = "opentelemetry_collector"
 
 _TYPE = "type.googleapis.com/"
 _EARLY_HEADER_MUTATION = (
@@ -89,12 +90,12 @@ def _pool_cluster(pool: PoolSettings) -> dict[str, Any]:
     }
 
 
-def _extproc_cluster(settings: Settings) -> dict[str, Any]:
-    grpc = settings.server.grpc
-    host = "127.0.0.1" if grpc.host in ("0.0.0.0", "") else grpc.host
+def _http2_cluster(name: str, endpoint: tuple[str, int], settings: Settings) -> dict[str, Any]:
+    """A gRPC upstream: the router, or an OTLP collector."""
+    host, port = endpoint
     return {
-        "name": EXTPROC_CLUSTER,
-        "type": "STATIC",
+        "name": name,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -111,8 +112,36 @@ def _extproc_cluster(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
-        "load_assignment": _load_assignment(EXTPROC_CLUSTER, [(host, grpc.port)]),
+        "load_assignment": _load_assignment(name, [(host, port)]),
     }
+
+
+def _tracing(settings: Settings) -> dict[str, Any]:
+    """Envoy's OpenTelemetry tracer: its spans and the router's share one trace, because Envoy
+    passes the trace context to the router with each ext_proc stream."""
+    tracing = settings.telemetry.tracing
+    return {
+        "random_sampling": {"value": tracing.sample_ratio * 100},
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": _TYPE + "envoy.config.trace.v3.OpenTelemetryConfig",
+                "grpc_service": {"envoy_grpc": {"cluster_name": OTEL_CLUSTER}, "timeout": "1s"},
+                "service_name": "envoy",
+            },
+        },
+    }
+
+
+def _clusters(settings: Settings) -> list[dict[str, Any]]:
+    grpc = settings.server.grpc
+    router = ("127.0.0.1" if grpc.host in ("0.0.0.0", "") else grpc.host, grpc.port)
+    clusters = [_http2_cluster(EXTPROC_CLUSTER, router, settings)]
+    tracing = settings.telemetry.tracing
+    if tracing.enabled and tracing.endpoint is not None:
+        host, port = tracing.endpoint.rsplit(":", 1)
+        clusters.append(_http2_cluster(OTEL_CLUSTER, (host.strip("[]"), int(port)), settings))
+    return [*clusters, *map(_pool_cluster, settings.pools)]
 
 
 def _local_reply_config() -> dict[str, Any]:
@@ -160,13 +189,15 @@ def _ext_proc_filter(settings: Settings) -> dict[str, Any]:
             "failure_mode_allow": envoy.failure_mode_allow,
             "status_on_error": {"code": envoy.status_on_error},
             "message_timeout": f"{timeout_ms / 1000:g}s",
-            "allow_mode_override": False,
+            # The router asks for a response's body (to read its token usage) per response,
+            # streamed chunk by chunk, only for requests it routed.
+            "allow_mode_override": True,
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
                 "response_header_mode": "SEND",
-                # Responses (SSE streams above all) pass through unbuffered.
+                # Never BUFFERED: SSE streams would wait for their end.
                 "response_body_mode": "NONE",
                 "response_trailer_mode": "SKIP",
             },
@@ -237,6 +268,11 @@ def render_envoy(settings: Settings) -> dict[str, Any]:
             }
         ],
         "local_reply_config": _local_reply_config(),
+        **(
+            {"tracing": _tracing(settings)}
+            if settings.telemetry.tracing.enabled and settings.telemetry.tracing.endpoint
+            else {}
+        ),
         "route_config": {
             "name": "llm",
             "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": _routes(settings)}],
@@ -273,7 +309,7 @@ def render_envoy(settings: Settings) -> dict[str, Any]:
                     ],
                 }
             ],
-            "clusters": [_extproc_cluster(settings), *map(_pool_cluster, settings.pools)],
+            "clusters": _clusters(settings),
         },
     }
 

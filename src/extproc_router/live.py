@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+from extproc_router import metrics
 from extproc_router.audit import AuditLog
 from extproc_router.exceptions import ConfigError, ModelError
 from extproc_router.models import Models, load_models
@@ -56,11 +57,11 @@ class LiveConfig:
                 if models is None or settings.model != self.settings.model:
                     models = await asyncio.to_thread(load_models, settings.model)
                 pipeline = await asyncio.to_thread(_pipeline, settings, models)
-            except ConfigError as error:
+            except (ConfigError, ModelError) as error:
+                metrics.RELOADS.labels(result="failed").inc()
                 logger.error("config reload rejected, old config keeps serving: %s", error)
-                return error.problems
-            except ModelError as error:
-                logger.error("config reload rejected, old config keeps serving: %s", error)
+                if isinstance(error, ConfigError):
+                    return error.problems
                 return [f"model: {error}"]
             for section in _RESTART_ONLY:
                 if getattr(settings, section) != getattr(self.settings, section):
@@ -69,6 +70,7 @@ class LiveConfig:
             # it here would fail a request still being decided with it.
             self.settings, self.models, self.pipeline = settings, models, pipeline
             self.loaded_at = time.time()
+            metrics.RELOADS.labels(result="ok").inc()
             logger.info("config reloaded from %s", self.source)
             return []
 

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 from envoy.type.v3 import http_status_pb2
 
@@ -21,6 +22,7 @@ from extproc_router.exceptions import RequestError
 __all__ = [
     "continue_request_body",
     "continue_request_headers",
+    "continue_response_body",
     "continue_response_headers",
     "error_body",
     "immediate_error",
@@ -55,11 +57,32 @@ def continue_request_body() -> ext_proc.ProcessingResponse:
 
 def continue_response_headers(
     headers: Mapping[str, str] | None = None,
+    *,
+    remove: tuple[str, ...] = (),
+    stream_body: bool = False,
 ) -> ext_proc.ProcessingResponse:
-    if not headers:
-        return ext_proc.ProcessingResponse(response_headers=ext_proc.HeadersResponse())
-    common = ext_proc.CommonResponse(header_mutation=_header_mutation(headers))
-    return ext_proc.ProcessingResponse(response_headers=ext_proc.HeadersResponse(response=common))
+    """`stream_body`: send this response's body to the router chunk by chunk, as it arrives
+    (the filter's `allow_mode_override` must be on; it is in the rendered config)."""
+    response = ext_proc.ProcessingResponse(response_headers=ext_proc.HeadersResponse())
+    if headers or remove:
+        response.response_headers.response.header_mutation.CopyFrom(
+            _header_mutation(headers or {}, remove)
+        )
+    if stream_body:
+        response.mode_override.response_body_mode = processing_mode_pb2.ProcessingMode.STREAMED
+    return response
+
+
+def continue_response_body(body: bytes | None = None) -> ext_proc.ProcessingResponse:
+    """`body` replaces the chunk (a streamed chunk may become shorter, or empty)."""
+    response = ext_proc.ProcessingResponse(response_body=ext_proc.BodyResponse())
+    if body is not None:
+        mutation = response.response_body.response.body_mutation
+        if body:
+            mutation.body = body
+        else:
+            mutation.clear_body = True
+    return response
 
 
 def route_request(headers: Mapping[str, str], body: bytes | None) -> ext_proc.ProcessingResponse:

@@ -21,6 +21,7 @@ from extproc_router.exceptions import RequestError
 from extproc_router.request import ParsedRequest
 from extproc_router.routing import Decision, Router
 from extproc_router.safety.gate import JailbreakVerdict, PIIVerdict, Safety
+from extproc_router.tracing import stage
 
 __all__ = ["Outcome", "Pipeline"]
 
@@ -62,9 +63,11 @@ class Pipeline:
         started = time.perf_counter()
         settings = self.router.settings
         embed_started = time.perf_counter()
-        embedding = await self.router.embed(self.router.classification_text(request))
+        with stage("router.embed"):
+            embedding = await self.router.embed(self.router.classification_text(request))
         embed_ms = (time.perf_counter() - embed_started) * 1000
-        jailbreak = self.safety.jailbreak(request, embedding)
+        with stage("router.safety.jailbreak"):
+            jailbreak = self.safety.jailbreak(request, embedding)
         audit = functools.partial(
             _no_record if dry_run else self.audit.record,
             decision_id,
@@ -78,7 +81,8 @@ class Pipeline:
                 status=400,
                 code="content_policy_violation",
             )
-        decision = await self.router.decide(request, embedding=embedding)
+        with stage("router.decide"):
+            decision = await self.router.decide(request, embedding=embedding)
         if jailbreak.action == "route" and settings.safety.jailbreak.route_pool is not None:
             pool = settings.pool(settings.safety.jailbreak.route_pool)
             decision = dataclasses.replace(
@@ -94,7 +98,8 @@ class Pipeline:
         # Megabytes of text take a while to scan: off the event loop, so other streams go on.
         # A short prompt scans in microseconds, less than the hop to a thread would cost.
         large = request.size > _INLINE_SCAN_BYTES
-        pii, redacted = await asyncio.to_thread(scan) if large else scan()
+        with stage("router.safety.pii"):
+            pii, redacted = await asyncio.to_thread(scan) if large else scan()
         if pii.action == "block":
             audit("blocked_pii", decision=decision, pii=pii)
             raise RequestError(

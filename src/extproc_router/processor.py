@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Protocol
+from typing import Any, Protocol
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 
-from extproc_router import metrics, mutations
+from extproc_router import metrics, mutations, tracing
 from extproc_router.exceptions import RequestError
 from extproc_router.pipeline import Outcome, Pipeline
 from extproc_router.request import Api, encode_body, parse_body
+from extproc_router.usage import ResponseMeter, ask_for_usage
 
 __all__ = ["Headers", "LLMProcessor", "PassThrough", "Processor"]
 
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 Headers = dict[str, str]
 _JSON_TYPES = ("application/json",)
+# Blocks by the safety policy, as opposed to requests refused as malformed.
+_OPERATIONS = {"chat_completions": "chat", "completions": "text_completion"}
+_BLOCK_REASONS = {"content_policy_violation": "jailbreak", "pii_policy_violation": "pii"}
 
 
 class Processor(Protocol):
@@ -37,6 +41,16 @@ class Processor(Protocol):
     ) -> ext_proc.ProcessingResponse: ...
 
     async def on_response_headers(self, headers: Headers) -> ext_proc.ProcessingResponse: ...
+
+    async def on_response_body(
+        self, body: bytes, end_of_stream: bool
+    ) -> ext_proc.ProcessingResponse: ...
+
+    def close(self) -> None:
+        """The stream is over, however it ended: record what the request cost."""
+
+    def trace_attributes(self) -> dict[str, Any]:
+        """The request's span attributes: the decision, never prompt text or PII."""
 
 
 class PassThrough:
@@ -55,6 +69,17 @@ class PassThrough:
     async def on_response_headers(self, headers: Headers) -> ext_proc.ProcessingResponse:
         return mutations.continue_response_headers()
 
+    async def on_response_body(
+        self, body: bytes, end_of_stream: bool
+    ) -> ext_proc.ProcessingResponse:
+        return mutations.continue_response_body()
+
+    def close(self) -> None:
+        pass
+
+    def trace_attributes(self) -> dict[str, Any]:
+        return {}
+
 
 class LLMProcessor:
     def __init__(self, api: Api, pipeline: Pipeline, *, cluster_header: str) -> None:
@@ -64,11 +89,28 @@ class LLMProcessor:
         self._decision_id = ""
         self._outcome: Outcome | None = None
         self._chunks: list[bytes] = []
+        self._started = time.perf_counter()
+        # The router asked the pool for a usage chunk the client did not ask for.
+        self._strip_usage = False
+        self._meter: ResponseMeter | None = None
+        self._first_chunk = True
+        self._closed = False
+        self._error_code = ""
+
+    @property
+    def decision_id(self) -> str:
+        return self._decision_id
+
+    def identify(self, headers: Headers) -> None:
+        """Envoy's request id names the decision, so logs, audit and access log line up."""
+        self._started = time.perf_counter()
+        self._decision_id = headers.get("x-request-id") or uuid.uuid4().hex
 
     async def on_request_headers(
         self, headers: Headers, end_of_stream: bool
     ) -> ext_proc.ProcessingResponse:
-        self._decision_id = headers.get("x-request-id") or uuid.uuid4().hex
+        if not self._decision_id:
+            self.identify(headers)
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if content_type not in _JSON_TYPES:
             shown = content_type or "none"
@@ -97,13 +139,17 @@ class LLMProcessor:
         self._chunks.clear()
         started = time.perf_counter()
         try:
-            request = parse_body(self._api, raw)
+            with tracing.stage("router.parse"):
+                request = parse_body(self._api, raw)
             outcome = await self._pipeline.run(request, self._decision_id)
             decision = outcome.decision
             new_body = None
-            if outcome.body_changed:
+            if self._pipeline.router.settings.telemetry.usage:
+                self._strip_usage = ask_for_usage(request.body)
+            if outcome.body_changed or self._strip_usage:
                 request.body["model"] = decision.model
-                new_body = encode_body(request.body)
+                with tracing.stage("router.mutation"):
+                    new_body = encode_body(request.body)
         except RequestError as error:
             return self._reject(error)
         self._outcome = outcome
@@ -116,12 +162,17 @@ class LLMProcessor:
                 "pii": outcome.pii.latency_ms,
             },
         )
-        logger.debug(
-            "decision %s: %s -> %s (%s)",
-            self._decision_id,
+        logger.info(
+            "decision %s -> %s (%s)",
             request.model,
             decision.pool.name,
             decision.reason,
+            extra={
+                "pool": decision.pool.name,
+                "method": decision.method,
+                "confidence": decision.confidence,
+                "latency_ms": round(decision.latency_ms, 3),
+            },
         )
         headers = {
             self._cluster_header: decision.pool.name,
@@ -136,6 +187,9 @@ class LLMProcessor:
         if self._outcome is None:
             return mutations.continue_response_headers()
         decision = self._outcome.decision
+        status = int(headers.get(":status", "0") or 0)
+        outcome = "ok" if status < 400 else f"upstream_{status // 100}xx"
+        metrics.REQUESTS.labels(pool=decision.pool.name, outcome=outcome).inc()
         tags = {
             "x-router-pool": decision.pool.name,
             "x-router-model": decision.model,
@@ -146,9 +200,77 @@ class LLMProcessor:
             tags["x-router-pii"] = self._outcome.pii.action
         if self._outcome.flagged:
             tags["x-router-safety"] = "flagged"
-        return mutations.continue_response_headers(tags)
+        if status >= 300 or not self._pipeline.router.settings.telemetry.usage:
+            return mutations.continue_response_headers(tags)
+        content_type = headers.get("content-type", "")
+        event_stream = content_type.startswith("text/event-stream")
+        self._meter = ResponseMeter(event_stream=event_stream, strip=self._strip_usage)
+        # Removing a chunk changes the length; SSE rarely has one, but then it must go.
+        remove = ("content-length",) if self._strip_usage and event_stream else ()
+        return mutations.continue_response_headers(tags, remove=remove, stream_body=True)
+
+    async def on_response_body(
+        self, body: bytes, end_of_stream: bool
+    ) -> ext_proc.ProcessingResponse:
+        if self._meter is None:
+            return mutations.continue_response_body()
+        if self._first_chunk and self._outcome is not None:
+            self._first_chunk = False
+            pool = self._outcome.decision.pool
+            metrics.TIME_TO_FIRST_TOKEN.labels(
+                pool=pool.name, gen_ai_response_model=pool.model
+            ).observe(time.perf_counter() - self._started)
+        replaced = self._meter.feed(body, end_of_stream)
+        if end_of_stream:
+            self.close()
+        return mutations.continue_response_body(replaced)
+
+    def close(self) -> None:
+        if self._closed or self._outcome is None:
+            return
+        self._closed = True
+        pool = self._outcome.decision.pool
+        metrics.REQUEST_DURATION.labels(pool=pool.name, gen_ai_response_model=pool.model).observe(
+            time.perf_counter() - self._started
+        )
+        if self._meter is not None and self._meter.usage is not None:
+            metrics.observe_usage(
+                pool, self._meter.usage, self._pipeline.router.settings.baseline_price
+            )
+
+    def trace_attributes(self) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": _OPERATIONS[self._api],
+            "router.decision_id": self._decision_id,
+            "router.blocked": self._error_code in _BLOCK_REASONS,
+        }
+        if self._error_code:
+            attributes["error.type"] = self._error_code
+        if self._outcome is not None:
+            decision = self._outcome.decision
+            attributes |= {
+                "gen_ai.response.model": decision.model,
+                "router.pool": decision.pool.name,
+                "router.method": decision.method,
+                "router.fallback": decision.method == "fallback",
+                "router.jailbreak.action": self._outcome.jailbreak.action,
+                "router.pii.action": self._outcome.pii.action,
+            }
+            if decision.confidence is not None:
+                attributes["router.confidence"] = round(decision.confidence, 4)
+        usage = self._meter.usage if self._meter is not None else None
+        if usage is not None:
+            attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+        return attributes
 
     def _reject(self, error: RequestError) -> ext_proc.ProcessingResponse:
+        self._error_code = error.code
         metrics.REJECTED.labels(code=error.code).inc()
-        logger.info("rejected %s: %s %s", self._decision_id, error.status, error.code)
+        blocked = _BLOCK_REASONS.get(error.code)
+        if blocked is not None:
+            metrics.BLOCKED.labels(reason=blocked).inc()
+        outcome = "blocked" if blocked else "rejected"
+        metrics.REQUESTS.labels(pool="none", outcome=outcome).inc()
+        logger.info("rejected: %s %s", error.status, error.code)
         return mutations.immediate_error(error, {"x-router-decision-id": self._decision_id})

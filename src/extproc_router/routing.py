@@ -28,6 +28,7 @@ from extproc_router.settings import PoolSettings, Settings
 from extproc_router.signals import complexity
 from extproc_router.signals.base import SignalResult
 from extproc_router.signals.keyword import KeywordMatcher
+from extproc_router.tracing import stage
 
 __all__ = ["Decision", "Router", "vote"]
 
@@ -181,7 +182,8 @@ class Router:
             reason = f"model {request.model!r} is served by {pool.name}"
             return Decision(pool, "model", reason, latency_ms=_since(started))
         text = self.classification_text(request)
-        keyword = self._keywords.evaluate(text, self._pools)
+        with stage("router.signal.keyword"):
+            keyword = self._keywords.evaluate(text, self._pools)
         if not keyword.abstained and keyword.evidence["short_circuit"]:
             pool = max(self._pools, key=lambda p: keyword.scores[p.name])
             reason = f"keyword rule {keyword.evidence['rule']!r} decides at once"
@@ -199,21 +201,25 @@ class Router:
             )
             return [counted]
         models, signals = self.models, self._signals
-        results = [
-            complexity.evaluate(text, self._pools, routing.complexity, models.encoder.count_tokens)
-        ]
+        with stage("router.signal.complexity"):
+            results = [
+                complexity.evaluate(
+                    text, self._pools, routing.complexity, models.encoder.count_tokens
+                )
+            ]
         if not text.strip():
             return results
         if embedding is None:
             embedding = await self.embed(text)
         if embedding is None:
             return results
-        return [
-            *results,
-            signals.routes.evaluate(embedding, self._pools),
-            signals.domain.evaluate(embedding, self._pools),
-            signals.preference.evaluate(embedding, text, self._pools),
-        ]
+        with stage("router.signal.embedding"):
+            results.append(signals.routes.evaluate(embedding, self._pools))
+        with stage("router.signal.domain"):
+            results.append(signals.domain.evaluate(embedding, self._pools))
+        with stage("router.signal.preference"):
+            results.append(signals.preference.evaluate(embedding, text, self._pools))
+        return results
 
     def _elect(self, results: list[SignalResult], started: float) -> Decision:
         routing = self.settings.routing

@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from extproc_router import tracing
 from extproc_router._gen import router_pb2, router_pb2_grpc
 from extproc_router.api import RouterService
 from extproc_router.live import LiveConfig
@@ -74,6 +75,7 @@ class Server:
     async def start(self) -> None:
         """Loads the models first: a missing model fails here, before anything listens."""
         self.live = live = await LiveConfig.start(self.settings, self.source)
+        tracing.setup_tracing(self.settings.telemetry.tracing)
         self._grpc = grpc.aio.server(options=self._grpc_options())
         ext_proc_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(live), self._grpc)
         router_pb2_grpc.add_RouterServiceServicer_to_server(RouterService(live), self._grpc)
@@ -140,6 +142,7 @@ class Server:
             await self._grpc.stop(grace=1.0 if drain else 0.0)
         if self._admin is not None:
             await self._admin.cleanup()
+        await asyncio.to_thread(tracing.shutdown_tracing)
         logger.info("extproc-router stopped")
 
     def handle_exit(self, signum: int) -> None:

@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
 
-from extproc_router import metrics
+from extproc_router import metrics, tracing
 from extproc_router.live import LiveConfig
+from extproc_router.logs import DECISION_ID, TRACE_ID, trace_id_from
 from extproc_router.processor import Headers, LLMProcessor, PassThrough, Processor
 from extproc_router.request import api_for_path
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = ["ExternalProcessor", "header_map"]
 
 logger = logging.getLogger(__name__)
+
+_PHASES = ("request_headers", "request_body", "response_headers", "response_body")
+_PHASE_LATENCY = {phase: metrics.PHASE_LATENCY.labels(phase=phase) for phase in _PHASES}
 
 
 def header_map(headers: base_pb2.HeaderMap) -> Headers:
@@ -57,16 +66,25 @@ class ExternalProcessor(ext_proc_grpc.ExternalProcessorServicer):  # type: ignor
     ) -> AsyncIterator[ext_proc.ProcessingResponse]:
         metrics.STREAMS_ACTIVE.inc()
         processor: Processor = PassThrough()
+        span = None
         try:
             async for message in request_iterator:
-                if message.WhichOneof("request") == "request_headers":
+                phase = message.WhichOneof("request")
+                started = time.perf_counter()
+                if phase == "request_headers":
                     headers = header_map(message.request_headers.headers)
                     processor = self.processor_for(headers)
-                    response = await processor.on_request_headers(
-                        headers, message.request_headers.end_of_stream
-                    )
-                else:
-                    response = await _dispatch(processor, message)
+                    if isinstance(processor, LLMProcessor):
+                        span = self._begin(processor, headers, context)
+                with tracing.use_span(span):
+                    if phase == "request_headers":
+                        response = await processor.on_request_headers(
+                            headers, message.request_headers.end_of_stream
+                        )
+                    else:
+                        response = await _dispatch(processor, message)
+                if phase in _PHASE_LATENCY:
+                    _PHASE_LATENCY[phase].observe((time.perf_counter() - started) * 1000)
                 yield response
                 if response.HasField("immediate_response"):
                     return
@@ -80,6 +98,28 @@ class ExternalProcessor(ext_proc_grpc.ExternalProcessorServicer):  # type: ignor
             await context.abort(grpc.StatusCode.INTERNAL, "extproc-router internal error")
         finally:
             metrics.STREAMS_ACTIVE.dec()
+            processor.close()
+            if span is not None:
+                span.set_attributes(processor.trace_attributes())
+                span.end()
+
+    def _begin(
+        self,
+        processor: LLMProcessor,
+        headers: Headers,
+        context: grpc.aio.ServicerContext[ext_proc.ProcessingRequest, ext_proc.ProcessingResponse],
+    ) -> Span | None:
+        """Name the request in logs (decision id, trace id) and open its span."""
+        metadata = {key: str(value) for key, value in context.invocation_metadata() or ()}
+        processor.identify(headers)
+        DECISION_ID.set(processor.decision_id)
+        span = tracing.request_span((metadata, headers))
+        if span is not None:
+            TRACE_ID.set(format(span.get_span_context().trace_id, "032x"))
+        else:
+            parent = metadata.get("traceparent") or headers.get("traceparent", "")
+            TRACE_ID.set(trace_id_from(parent))
+        return span
 
 
 async def _dispatch(
@@ -91,10 +131,11 @@ async def _dispatch(
         return await processor.on_request_body(body.body, body.end_of_stream)
     if phase == "response_headers":
         return await processor.on_response_headers(header_map(message.response_headers.headers))
+    if phase == "response_body":
+        body = message.response_body
+        return await processor.on_response_body(body.body, body.end_of_stream)
     # Phases the shipped Envoy config does not send; answered so a different config never
     # leaves Envoy waiting for its message timeout.
-    if phase == "response_body":
-        return ext_proc.ProcessingResponse(response_body=ext_proc.BodyResponse())
     if phase == "request_trailers":
         return ext_proc.ProcessingResponse(request_trailers=ext_proc.TrailersResponse())
     if phase == "response_trailers":

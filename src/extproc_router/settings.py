@@ -40,9 +40,11 @@ __all__ = [
     "ListenAddress",
     "ModelSettings",
     "PoolSettings",
+    "Price",
     "RoutingSettings",
     "ServerSettings",
     "Settings",
+    "TelemetrySettings",
     "Tier",
     "load_settings",
     "override",
@@ -144,6 +146,13 @@ Phrase = Annotated[str, StringConstraints(min_length=1)]
 Unit = Annotated[float, Field(ge=0, le=1)]
 
 
+class Price(_Frozen):
+    """US dollars per 1,000 tokens."""
+
+    input_per_1k: float = Field(default=0.0, ge=0)
+    output_per_1k: float = Field(default=0.0, ge=0)
+
+
 class PoolSettings(_Frozen):
     """A pool of identical model servers; Envoy load-balances across its endpoints."""
 
@@ -156,6 +165,8 @@ class PoolSettings(_Frozen):
     # May receive personal data (e.g. a HIPAA-covered deployment): PII policy `route` sends
     # requests carrying PII only to pools marked so.
     compliant: bool = False
+    # What its tokens cost: `llm_cost_usd_total` and, against the baseline, the savings.
+    price: Price = Price()
 
     @field_validator("endpoints")
     @classmethod
@@ -342,6 +353,44 @@ class SafetySettings(_Frozen):
     audit: AuditSettings = AuditSettings()
 
 
+class TracingSettings(_Frozen):
+    """OpenTelemetry traces; off costs nothing (no SDK is set up)."""
+
+    enabled: bool = False
+    # An OTLP collector, HOST:PORT. Unset: the standard OTEL_EXPORTER_OTLP_* variables decide.
+    # `render-envoy` points Envoy's own tracer at it too (OTLP/gRPC), so the traces join.
+    endpoint: str | None = None
+    protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    service_name: str = "extproc-router"
+    sample_ratio: Unit = 1.0
+    # How long finished spans wait before they are sent in one batch.
+    export_delay_ms: int = Field(default=2_000, ge=10, le=60_000)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and not _ENDPOINT.match(value):
+            raise ValueError(f"{value!r} is not HOST:PORT")
+        return value
+
+
+class BaselinePrice(Price):
+    """The model every request would go to without the router."""
+
+    model: ModelName
+
+
+class TelemetrySettings(_Frozen):
+    log_format: Literal["json", "text"] = "json"
+    # Read token usage from responses (the response body passes through the router, streamed
+    # chunk by chunk, never buffered).
+    usage: bool = True
+    # `total_cost_saved_usd` compares each request's cost with this model's price for the same
+    # tokens. Unset: the priciest pool.
+    baseline: BaselinePrice | None = None
+    tracing: TracingSettings = TracingSettings()
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     envoy: EnvoySettings = EnvoySettings()
@@ -349,6 +398,7 @@ class Settings(_Frozen):
     pools: tuple[PoolSettings, ...] = Field(min_length=1)
     routing: RoutingSettings
     safety: SafetySettings = SafetySettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -367,6 +417,13 @@ class Settings(_Frozen):
     @property
     def fallback_pool(self) -> PoolSettings:
         return self.pool(self.routing.fallback_pool or self.routing.default_pool)
+
+    @property
+    def baseline_price(self) -> BaselinePrice:
+        if self.telemetry.baseline is not None:
+            return self.telemetry.baseline
+        priciest = max(self.pools, key=lambda p: p.price.input_per_1k + p.price.output_per_1k)
+        return BaselinePrice(model=priciest.model, **priciest.price.model_dump())
 
 
 def _reference_problems(settings: Settings) -> list[str]:

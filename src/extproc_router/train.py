@@ -38,6 +38,7 @@ class Example:
     text: str
     label: str
     split: str
+    family: str = ""
 
 
 def load_examples(folder: Path) -> list[Example]:
@@ -47,7 +48,9 @@ def load_examples(folder: Path) -> list[Example]:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)
-                examples.append(Example(row["text"], label, row.get("split", "train")))
+                examples.append(
+                    Example(row["text"], label, row.get("split", "train"), row.get("family", ""))
+                )
     if not examples:
         raise SystemExit(f"no labelled examples in {folder}")
     return examples
@@ -224,14 +227,16 @@ async def _routing_report(settings: Settings, models: Models, data: Path) -> lis
     return lines
 
 
-def _safety_report(settings: Settings, models: Models, data: Path) -> list[str]:
-    """The whole jailbreak detector (patterns, then the head) on the held-out split, and the
-    PII detectors on the seeded generated set with its hard negatives."""
+def _jailbreak_report(
+    settings: Settings, models: Models, examples: list[Example], title: str
+) -> list[str]:
+    """The whole jailbreak detector (normalisation, patterns, then the head): precision, recall
+    and false positives, per family when the data names families."""
     safety = Safety(settings.safety, models.jailbreak_head)
-    test = [e for e in load_examples(data / "jailbreak") if e.split == "test"]
-    embeddings = models.encoder.embed([e.text for e in test])
+    embeddings = models.encoder.embed([e.text for e in examples])
     outcomes: Counter[tuple[bool, bool]] = Counter()
-    for example, embedding in zip(test, embeddings, strict=True):
+    families: dict[str, Counter[bool]] = {}
+    for example, embedding in zip(examples, embeddings, strict=True):
         request = ParsedRequest(
             "chat_completions",
             "auto",
@@ -239,20 +244,44 @@ def _safety_report(settings: Settings, models: Models, data: Path) -> list[str]:
             {"messages": [{"role": "user", "content": example.text}]},
             example.text,
         )
-        verdict = safety.jailbreak(request, embedding)
-        outcomes[(example.label == "attack", verdict.action == "block")] += 1
+        blocked = safety.jailbreak(request, embedding).action == "block"
+        outcomes[(example.label == "attack", blocked)] += 1
+        if example.family:
+            families.setdefault(example.family, Counter())[blocked] += 1
     tp, fp = outcomes[(True, True)], outcomes[(False, True)]
     fn, tn = outcomes[(True, False)], outcomes[(False, False)]
     precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
     f1 = 2 * precision * recall / max(precision + recall, 1e-9)
     lines = [
-        f"## jailbreak detector (block at {settings.safety.jailbreak.block_threshold}), "
-        f"{len(test)} held-out prompts",
+        f"## jailbreak detector (block at {settings.safety.jailbreak.block_threshold}), {title}",
         "",
-        f"Precision {precision:.1%}, recall {recall:.1%}, F1 {f1:.3f}, false positives on the "
-        f"hard benign prompts {fp / max(fp + tn, 1):.1%} ({fp} of {fp + tn}).",
+        f"Precision {precision:.1%}, recall {recall:.1%} ({tp} of {tp + fn}), F1 {f1:.3f}, "
+        f"false positives on the hard benign prompts {fp / max(fp + tn, 1):.1%} "
+        f"({fp} of {fp + tn}).",
         "",
     ]
+    if families:
+        lines += ["| family | prompts | blocked |", "|---|---|---|"]
+        for family, counts in sorted(families.items()):
+            total = counts[True] + counts[False]
+            lines.append(f"| {family} | {total} | {counts[True] / total:.0%} |")
+        lines.append("")
+    return lines
+
+
+def _safety_report(settings: Settings, models: Models, data: Path) -> list[str]:
+    """The jailbreak detector on the held-out split and on an independently written set, and
+    the PII detectors on the seeded generated set with its hard negatives."""
+    test = [e for e in load_examples(data / "jailbreak") if e.split == "test"]
+    lines = _jailbreak_report(settings, models, test, f"{len(test)} held-out prompts")
+    independent = load_examples(data / "jailbreak_heldout")
+    lines += _jailbreak_report(
+        settings,
+        models,
+        independent,
+        f"{len(independent)} prompts written independently (never used for training or "
+        "tuning; data/jailbreak_heldout)",
+    )
     scanner = PIIScanner(settings.safety.pii.types)
     found: dict[str, Counter[str]] = {k: Counter() for k in ("tp", "fn", "fp")}
     samples = generate(seed=2026)

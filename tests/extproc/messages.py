@@ -38,13 +38,24 @@ def request_body(body: bytes | dict[str, Any]) -> ext_proc.ProcessingRequest:
     return ext_proc.ProcessingRequest(request_body=ext_proc.HttpBody(body=raw, end_of_stream=True))
 
 
-def response_headers(status: str = "200") -> ext_proc.ProcessingRequest:
+def response_headers(
+    status: str = "200", content_type: str = "application/json"
+) -> ext_proc.ProcessingRequest:
+    headers = {":status": status, "content-type": content_type}
     return ext_proc.ProcessingRequest(
         response_headers=ext_proc.HttpHeaders(
             headers=base_pb2.HeaderMap(
-                headers=[base_pb2.HeaderValue(key=":status", raw_value=status.encode())]
+                headers=[
+                    base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()
+                ]
             )
         )
+    )
+
+
+def response_body(chunk: bytes, *, end_of_stream: bool = False) -> ext_proc.ProcessingRequest:
+    return ext_proc.ProcessingRequest(
+        response_body=ext_proc.HttpBody(body=chunk, end_of_stream=end_of_stream)
     )
 
 

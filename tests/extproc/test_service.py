@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 import grpc
 import httpx
 import pytest
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 
 from extproc_router import metrics
@@ -19,6 +20,7 @@ from tests.extproc.messages import (
     chat,
     request_body,
     request_headers,
+    response_body,
     response_headers,
     set_headers,
 )
@@ -192,3 +194,41 @@ async def test_admin_endpoints(server: Server, ext_proc_stub: Stub) -> None:
     assert 'routing_decisions_total{method="model",model="llama3-8b"}' in scrape
     for stage in ("keyword", "domain", "complexity", "embedding_model", "jailbreak", "pii"):
         assert f'signal_latency_ms_count{{signal="{stage}"}}' in scrape
+
+
+async def test_streamed_response_is_read_for_usage_chunk_by_chunk(ext_proc_stub: Stub) -> None:
+    """The router asks for usage on the client's behalf, has Envoy stream the response body
+    to it, and hands back the stream without the chunk the client did not ask for."""
+    usage = b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}\n\n'
+    words = b'data: {"choices": [{"delta": {"content": "hi"}}], "usage": null}\n\n'
+    done = b"data: [DONE]\n\n"
+    before = metrics.COST.labels(pool="large")._value.get()
+    _, body, headers, first, last = await exchange(
+        ext_proc_stub,
+        [
+            request_headers(),
+            request_body(chat("hello", model="gpt-5.2", stream=True)),
+            response_headers(content_type="text/event-stream"),
+            response_body(words),
+            response_body(usage + done, end_of_stream=True),
+        ],
+    )
+    forwarded = json.loads(body.request_body.response.body_mutation.body)
+    assert forwarded["stream_options"] == {"include_usage": True}
+    assert headers.mode_override.response_body_mode == ProcessingMode.STREAMED
+    assert "content-length" in headers.response_headers.response.header_mutation.remove_headers
+    assert first.response_body.response.body_mutation.body == (
+        b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n'
+    )
+    assert last.response_body.response.body_mutation.body == done
+    # 3 input + 2 output tokens at gpt-5.2's price in the example config.
+    spent = metrics.COST.labels(pool="large")._value.get() - before
+    assert spent == pytest.approx((3 * 0.015 + 2 * 0.06) / 1000)
+
+
+async def test_error_responses_are_not_streamed_to_the_router(ext_proc_stub: Stub) -> None:
+    _, _, headers = await exchange(
+        ext_proc_stub,
+        [request_headers(), request_body(chat("hello", model="gpt-5.2")), response_headers("503")],
+    )
+    assert not headers.HasField("mode_override")

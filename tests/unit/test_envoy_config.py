@@ -57,6 +57,29 @@ def test_fail_closed_render_validates(tmp_path: Path) -> None:
     assert ext_proc["status_on_error"] == {"code": 503}
 
 
+def test_tracing_render_validates_and_points_at_the_collector(tmp_path: Path) -> None:
+    settings = override(
+        load_settings(),
+        {"telemetry.tracing.enabled": True, "telemetry.tracing.endpoint": "otel.example:4317"},
+    )
+    path = tmp_path / "traced.yaml"
+    path.write_text(render_envoy_yaml(settings))
+    assert validate(path).returncode == 0
+    config = render_envoy(settings)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    provider = hcm["typed_config"]["tracing"]["provider"]
+    assert provider["name"] == "envoy.tracers.opentelemetry"
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    collector = clusters["opentelemetry_collector"]
+    assert collector["type"] == "STRICT_DNS"
+    assert (
+        "tracing"
+        not in render_envoy(load_settings())["static_resources"]["listeners"][0]["filter_chains"][
+            0
+        ]["filters"][0]["typed_config"]
+    )
+
+
 def test_a_broken_config_fails_validation(tmp_path: Path) -> None:
     config = render_envoy(load_settings())
     config["static_resources"]["clusters"][0]["type"] = "NOT_A_TYPE"
@@ -89,7 +112,8 @@ def test_rendered_choices_that_envoy_defaults_get_wrong() -> None:
     assert ext_proc["processing_mode"]["request_body_mode"] == "BUFFERED"
     assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"
     assert ext_proc["message_timeout"] == "2s"
-    assert ext_proc["allow_mode_override"] is False
+    # The router streams a response body to itself only for requests it routed.
+    assert ext_proc["allow_mode_override"] is True
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     assert set(clusters) == {"extproc_router", "small", "medium", "large"}
     assert config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == (

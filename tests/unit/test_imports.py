@@ -20,6 +20,10 @@ def test_every_module_and_envoy_namespace_import_together() -> None:
         "grpc_health.v1.health",
         "grpc_reflection.v1alpha.reflection",
         "extproc_router._gen.router_pb2_grpc",
+        # xds-protos overwrites these with older copies unless the set-up reinstalls them.
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc",
     ]
     package = Path(extproc_router.__file__).parent
     names += [
@@ -29,6 +33,8 @@ def test_every_module_and_envoy_namespace_import_together() -> None:
     ]
     for name in names:
         importlib.import_module(name)
+    common = importlib.import_module("opentelemetry.proto.common.v1.common_pb2")
+    assert hasattr(common, "InstrumentationScope")
 
 
 def test_envoy_binary_is_beside_the_interpreter() -> None:

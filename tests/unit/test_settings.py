@@ -132,3 +132,15 @@ def test_signal_settings_are_validated(path: tuple[str, ...], value: object, exp
 @pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path: Path) -> None:
     assert load_settings(path).pools
+
+
+def test_baseline_price_defaults_to_the_priciest_pool() -> None:
+    settings = override(load_settings(), {"telemetry.baseline": None})
+    assert settings.baseline_price.model == "gpt-5.2"
+    assert settings.baseline_price.output_per_1k == 0.06
+
+
+def test_tracing_endpoint_must_be_host_port() -> None:
+    with pytest.raises(ConfigError) as caught:
+        override(load_settings(), {"telemetry.tracing.endpoint": "http://collector"})
+    assert "telemetry.tracing.endpoint" in str(caught.value)
