@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 $(MODEL_DIR)/manifest.json: $(STAMP)
 	$(VENV)/bin/extproc-router export-model --output $(MODEL_DIR)
 
-$(HEADS) &: $(MODEL_DIR)/manifest.json $(DATA)
+$(HEADS) &: $(MODEL_DIR)/manifest.json $(DATA) src/extproc_router/heads.py src/extproc_router/safety/classifier.py
 	$(VENV)/bin/extproc-router train
 
 train: $(STAMP) $(MODEL_DIR)/manifest.json

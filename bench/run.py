@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from bench.streaming import measure_streaming, streaming_lines
 from extproc_router.envoy_config import render_envoy
 from extproc_router.settings import Settings, load_settings, override
 from extproc_router.stack import Stack, envoy_binary, start_stack
@@ -344,12 +345,15 @@ def main(argv: list[str] | None = None) -> int:
                         runs[concurrency][name].append(result)
                         print(f"run {repeat + 1} c={concurrency} {name}: {result}", flush=True)
             rss = _rss_mb(stack.processes["router"].pid)
+            stream_lines = streaming_lines(
+                measure_streaming(direct_url), measure_streaming(stack.url)
+            )
         finally:
             direct.terminate()
             direct.wait()
             stack.stop_all()
     table = {c: {name: _median(results) for name, results in runs[c].items()} for c in runs}
-    report = _report(table, rss, args, command, _signal_latencies(settings))
+    report = _report(table, rss, args, command, [*stream_lines, *_signal_latencies(settings)])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
     print(report)

@@ -12,6 +12,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 from extproc_router import metrics
+from extproc_router.logs import TRACE_ID
 
 if TYPE_CHECKING:
     from extproc_router.request import ParsedRequest
@@ -60,6 +61,9 @@ class AuditLog:
                           "family": jailbreak.family},
             "pii": {"types": pii.counts, "action": pii.action} if pii else None,
         }  # fmt: skip
+        trace_id = TRACE_ID.get()
+        if trace_id:
+            entry["trace_id"] = trace_id
         if self._settings.include_prompt:
             entry["prompt"] = request.prompt
         self._stream.write(json.dumps(entry, ensure_ascii=False) + "\n")

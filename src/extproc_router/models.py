@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from extproc_router.encoder import Encoder
 from extproc_router.heads import LinearHead
+from extproc_router.safety.classifier import JailbreakClassifier
 from extproc_router.settings import ModelSettings, Settings
 from extproc_router.signals.domain import DomainSignal
 from extproc_router.signals.embedding import EmbeddingRoutes
@@ -37,7 +38,7 @@ class Models:
     encoder: Encoder
     domain_head: LinearHead
     preference_head: LinearHead
-    jailbreak_head: LinearHead
+    jailbreak_head: JailbreakClassifier
 
     def signals(self, settings: Settings) -> ModelSignals:
         routing = settings.routing
@@ -67,5 +68,5 @@ def load_models(settings: ModelSettings) -> Models:
         encoder,
         LinearHead.load(settings.heads / "domain.npz", encoder=ident),
         LinearHead.load(settings.heads / "preference.npz", encoder=ident),
-        LinearHead.load(settings.heads / "jailbreak.npz", encoder=ident),
+        JailbreakClassifier.load(settings.heads / "jailbreak.npz", encoder=ident),
     )

@@ -172,6 +172,7 @@ class LLMProcessor:
                 "method": decision.method,
                 "confidence": decision.confidence,
                 "latency_ms": round(decision.latency_ms, 3),
+                "signals": decision.header(),
             },
         )
         headers = {

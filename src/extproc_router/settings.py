@@ -293,11 +293,11 @@ PII_KINDS = ("email", "phone", "ssn", "credit_card", "iban", "ip_address")
 
 class JailbreakSettings(_Frozen):
     enabled: bool = True
-    # Pattern matches score 1.0; the classifier head scores its probability. The highest
-    # threshold the score reaches decides: block (400, nothing forwarded), route, or flag.
-    # High on purpose: a pattern match scores 1.0, while the head, trained on a few hundred
-    # lines, blocks alone only when nearly certain (below that it flags).
-    block_threshold: Unit = 0.98
+    # Pattern matches score 1.0; the classifier (character n-grams + the shared embedding)
+    # scores its probability. The highest threshold the score reaches decides: block (400,
+    # nothing forwarded), route, or flag. 0.9: the lowest threshold that kept false positives
+    # at or under 3% on the hard benign prompts of the development split (docs/EVALUATION.md).
+    block_threshold: Unit = 0.9
     route_threshold: Unit | None = None
     route_pool: Name | None = None
     flag_threshold: Unit = 0.5

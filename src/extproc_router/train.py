@@ -22,6 +22,7 @@ from extproc_router.heads import LinearHead, train_head
 from extproc_router.models import Models, encoder_id
 from extproc_router.request import ParsedRequest
 from extproc_router.routing import Router
+from extproc_router.safety.classifier import JailbreakClassifier, train_classifier
 from extproc_router.safety.gate import Safety
 from extproc_router.safety.pii import PII_TYPES, PIIScanner
 from extproc_router.safety.pii_corpus import generate
@@ -30,7 +31,7 @@ from extproc_router.signals import complexity
 
 __all__ = ["HEADS", "Example", "evaluate", "load_examples", "train"]
 
-HEADS = ("domain", "preference", "jailbreak")
+HEADS = ("domain", "preference")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,25 +87,42 @@ def head_examples(name: str, data: Path) -> list[Example]:
     return examples
 
 
-def _fit_heads(
-    settings: ModelSettings, data: Path
-) -> tuple[Encoder, dict[str, tuple[LinearHead, list[Example]]]]:
+Fitted = dict[str, tuple[LinearHead, list[Example]]]
+
+
+def _fit_jailbreak(encoder: Encoder, ident: str, data: Path) -> JailbreakClassifier:
+    train_rows = [e for e in head_examples("jailbreak", data) if e.split == "train"]
+    texts = [e.text for e in train_rows]
+    return train_classifier(
+        texts, encoder.embed(texts), [e.label == "attack" for e in train_rows], encoder=ident
+    )
+
+
+def _fit_heads(settings: ModelSettings, data: Path) -> tuple[Encoder, Fitted, JailbreakClassifier]:
     encoder = _encoder(settings)
     ident = encoder_id(settings)
     heads = {}
     for name in HEADS:
         examples = head_examples(name, data)
         heads[name] = (_fit(encoder, ident, examples), examples)
-    return encoder, heads
+    return encoder, heads, _fit_jailbreak(encoder, ident, data)
 
 
 def train(settings: ModelSettings, data: Path) -> dict[str, float]:
     """Fit and save every head; returns their held-out accuracy."""
-    encoder, heads = _fit_heads(settings, data)
+    encoder, heads, jailbreak = _fit_heads(settings, data)
     accuracy = {}
     for name, (head, examples) in heads.items():
         head.save(settings.heads / f"{name}.npz")
         accuracy[name] = _accuracy(encoder, head, examples)[0]
+    jailbreak.save(settings.heads / "jailbreak.npz")
+    test = [e for e in load_examples(data / "jailbreak") if e.split == "test"]
+    embeddings = encoder.embed([e.text for e in test])
+    right = [
+        (jailbreak.score([e.text], embedding) >= 0.5) == (e.label == "attack")
+        for e, embedding in zip(test, embeddings, strict=True)
+    ]
+    accuracy["jailbreak"] = sum(right) / len(right)
     return accuracy
 
 
@@ -145,7 +163,7 @@ def evaluate(settings: Settings, data: Path) -> str:
     models: Models | None = None
     for variant in ("fp32", "int8"):
         model_settings = settings.model.model_copy(update={"variant": variant})
-        encoder, fitted = _fit_heads(model_settings, data)
+        encoder, fitted, jailbreak = _fit_heads(model_settings, data)
         heads = {name: head for name, (head, _) in fitted.items()}
         for name, (head, examples) in fitted.items():
             accuracy, pairs = _accuracy(encoder, head, examples)
@@ -158,7 +176,7 @@ def evaluate(settings: Settings, data: Path) -> str:
                 lines += [*_confusion(pairs, head.labels), ""]
         if variant == settings.model.variant:
             models = Models(
-                model_settings, encoder, heads["domain"], heads["preference"], heads["jailbreak"]
+                model_settings, encoder, heads["domain"], heads["preference"], jailbreak
             )
     if models is None:
         raise SystemExit(f"model.variant {settings.model.variant!r} is neither fp32 nor int8")
@@ -236,6 +254,7 @@ def _jailbreak_report(
     embeddings = models.encoder.embed([e.text for e in examples])
     outcomes: Counter[tuple[bool, bool]] = Counter()
     families: dict[str, Counter[bool]] = {}
+    scores: list[tuple[bool, float]] = []
     for example, embedding in zip(examples, embeddings, strict=True):
         request = ParsedRequest(
             "chat_completions",
@@ -244,7 +263,9 @@ def _jailbreak_report(
             {"messages": [{"role": "user", "content": example.text}]},
             example.text,
         )
-        blocked = safety.jailbreak(request, embedding).action == "block"
+        verdict = safety.jailbreak(request, embedding)
+        blocked = verdict.action == "block"
+        scores.append((example.label == "attack", verdict.score))
         outcomes[(example.label == "attack", blocked)] += 1
         if example.family:
             families.setdefault(example.family, Counter())[blocked] += 1
@@ -259,6 +280,7 @@ def _jailbreak_report(
         f"false positives on the hard benign prompts {fp / max(fp + tn, 1):.1%} "
         f"({fp} of {fp + tn}).",
         "",
+        *_threshold_sweep(scores),
     ]
     if families:
         lines += ["| family | prompts | blocked |", "|---|---|---|"]
@@ -267,6 +289,22 @@ def _jailbreak_report(
             lines.append(f"| {family} | {total} | {counts[True] / total:.0%} |")
         lines.append("")
     return lines
+
+
+def _threshold_sweep(scores: list[tuple[bool, float]]) -> list[str]:
+    """Recall and false positives at other block thresholds: the trade-off an operator picks."""
+    thresholds = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+    attacks = [score for attack, score in scores if attack]
+    benign = [score for attack, score in scores if not attack]
+    recall = [sum(s >= t for s in attacks) / max(len(attacks), 1) for t in thresholds]
+    false = [sum(s >= t for s in benign) / max(len(benign), 1) for t in thresholds]
+    return [
+        "| block at | " + " | ".join(f"{t:g}" for t in thresholds) + " |",
+        "|---|" + "---|" * len(thresholds),
+        "| recall | " + " | ".join(f"{r:.1%}" for r in recall) + " |",
+        "| false positives | " + " | ".join(f"{f:.1%}" for f in false) + " |",
+        "",
+    ]
 
 
 def _safety_report(settings: Settings, models: Models, data: Path) -> list[str]:

@@ -16,8 +16,8 @@ from typing import Any
 
 from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
-from extproc_router.heads import LinearHead
 from extproc_router.request import ParsedRequest
+from extproc_router.safety.classifier import JailbreakClassifier
 from extproc_router.safety.jailbreak import compile_patterns, match_patterns
 from extproc_router.safety.pii import PIIScanner, Redactor
 from extproc_router.settings import PIISettings, SafetySettings
@@ -94,7 +94,7 @@ def _bounded(texts: Iterator[str], budget: int) -> list[str]:
 
 
 class Safety:
-    def __init__(self, settings: SafetySettings, head: LinearHead | None) -> None:
+    def __init__(self, settings: SafetySettings, head: JailbreakClassifier | None) -> None:
         self.settings = settings
         self._head = head
         self._patterns = compile_patterns(settings.jailbreak.patterns.items())
@@ -107,14 +107,14 @@ class Safety:
         if not config.enabled:
             return JailbreakVerdict(0.0, "allow")
         score, family, matched = 0.0, None, None
-        for text in _bounded(message_texts(request.body, config.roles), config.max_scan_chars):
+        texts = _bounded(message_texts(request.body, config.roles), config.max_scan_chars)
+        for text in texts:
             found = match_patterns(text, self._patterns)
             if found is not None:
                 score, family, matched = 1.0, found.family, found.matched
                 break
-        if score < 1.0 and self._head is not None and embedding is not None:
-            probabilities = self._head.probabilities(embedding[None, :])[0]
-            score = float(probabilities[self._head.labels.index("attack")])
+        if score < 1.0 and self._head is not None:
+            score = self._head.score(texts, embedding)
             family = "classifier" if score >= config.flag_threshold else None
         action = "allow"
         if score >= config.block_threshold:

@@ -68,12 +68,18 @@ def normalize_views(text: str) -> list[str]:
     return list(dict.fromkeys(views))
 
 
-_IGNORE = r"(?:ignore|disregard|forget|override|bypass|skip|drop)"
-_PRIOR = r"(?:all |any |the |your |my )?(?:previous|prior|above|earlier|preceding|original|initial|system|existing)"
-_RULES = r"(?:instructions?|rules|guidelines|directives|prompts?|programming|policies|polic(?:y|ies)|restrictions|constraints|safety (?:rules|guidelines|filters?))"
+_IGNORE = r"(?:ignore|disregard|forget|override|bypass|skip|drop|set aside|put aside|discard|abandon|throw out|scrap|erase|wipe|cancel|revoke|nullify|suspend|neglect)"
+# Not "my": a user taking back their own earlier instructions is not an attack.
+_PRIOR = r"(?:all |any |the |your )?(?:previous|prior|above|earlier|preceding|foregoing|original|initial|system|existing|operator'?s?|developer'?s?|default)"
+_RULES = r"(?:instructions?|rules|guidelines|guidance|directives|directions|orders|commands|prompts?|programming|configuration|polic(?:y|ies)|restrictions|constraints|safety (?:rules|guidelines|filters?))"
 
 DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("instruction_override", rf"\b{_IGNORE}\b.{{0,30}}\b{_PRIOR}\b.{{0,20}}\b{_RULES}\b"),
+    # "...the previous instructions for connecting to the VPN" are a human's, about a topic;
+    # "my previous instructions" are the user's own; a quoted phrase is talked about, not said.
+    (
+        "instruction_override",
+        rf"(?<![\'\"“‘«„])\b{_IGNORE}\b.{{0,30}}(?<!my )(?<!our )\b{_PRIOR}\b.{{0,20}}\b{_RULES}\b(?! (?:for|about|on|regarding|concerning|in (?:the|my|our|this) (?:email|manual|memo|doc)))",
+    ),
     (
         "instruction_override",
         rf"\b{_IGNORE}\b (?:all|everything|any(?:thing)?) (?:you(?:'ve| have)? (?:been )?(?:told|taught|instructed)|(?:above|before))",
@@ -104,7 +110,7 @@ DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
     ),
     (
         "developer_mode",
-        r"\b(?:developer|debug|god|admin|maintenance|sudo|root) mode (?:is )?(?:now )?(?:enabled|activated|unlocked|engaged)\b",
+        r"\b(?:developer|debug|god|admin|maintenance|sudo|root|dan|jailbreak) mode (?:is )?(?:now )?(?:enabled|activated|unlocked|engaged|on)\b.{0,80}\b(?:you|your|ignore|no (?:restrictions|filters|rules|limits)|unrestricted|uncensored|anything|without (?:any )?(?:restrictions|filters|rules|limits))\b",
     ),
     (
         "developer_mode",
@@ -162,6 +168,77 @@ DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
     ),
     ("multilingual", r"(?:前の|以前の|上記の).{0,6}(?:指示|命令|ルール).{0,6}(?:無視|忘れ)"),
     ("multilingual", r"(?:تجاهل|انس).{0,20}(?:التعليمات|الأوامر|القواعد)"),
+    (
+        "multilingual",
+        r"\bnegeer (?:al )?(?:de |je )?(?:vorige|eerdere|voorgaande) (?:instructies|regels|opdrachten)",
+    ),
+    ("multilingual", r"\b(?:zignoruj|zapomnij)\b.{0,20}\b(?:instrukcj|polece[nń]|zasad)"),
+    (
+        "multilingual",
+        r"(?:önceki|tüm|bütün).{0,20}(?:talimatlar|kurallar|komutlar).{0,20}(?:yok say|görmezden gel|unut)",
+    ),
+    ("multilingual", r"(?:이전|앞의|모든).{0,10}(?:지시|지침|명령|규칙).{0,10}(?:무시|잊)"),
+    ("multilingual", r"\bbỏ qua\b.{0,20}\b(?:hướng dẫn|chỉ dẫn|lệnh|quy tắc)"),
+    ("multilingual", r"\babaikan\b.{0,20}\b(?:instruksi|perintah|aturan|petunjuk)"),
+    ("multilingual", r"(?:ігноруй|забудь|проігноруй).{0,20}(?:інструкці|правил|вказівк)"),
+    ("multilingual", r"\b(?:ignorera|glöm)\b.{0,20}\b(?:instruktioner|regler|direktiv)"),
+    ("multilingual", r"(?:αγνόησε|ξέχνα|ξέχασε).{0,20}(?:οδηγίες|κανόνες|εντολές)"),
+    ("multilingual", r"(?:התעלם|שכח).{0,20}(?:הוראות|הנחיות|כללים)"),
+    ("multilingual", r"(?:เพิกเฉย|ไม่ต้องสนใจ|ลืม).{0,20}(?:คำสั่ง|คำแนะนำ|กฎ)"),
+    ("multilingual", r"(?:নির্দেশ|নিয়ম).{0,20}(?:উপেক্ষা|ভুলে)"),
+    ("multilingual", r"\bpuuza\b.{0,20}\b(?:maagizo|maelekezo|sheria)"),
+    # "No restrictions" said to the model, in other languages.
+    (
+        "multilingual",
+        r"\b(?:eres|actúa como|actua como|responde como|finge ser|ahora eres)\b.{0,60}\bsin (?:ninguna |ningún )?(?:restricciones|filtros|reglas|censura|límites)",
+    ),
+    (
+        "multilingual",
+        r"\b(?:tu es|agis comme|réponds comme|fais comme si tu étais)\b.{0,60}\bsans (?:aucune |aucun )?(?:restrictions?|filtres?|règles?|censure|limites?)",
+    ),
+    (
+        "multilingual",
+        r"\b(?:du bist|handle als|antworte als|tu so als)\b.{0,60}\bohne (?:jegliche |irgendwelche )?(?:einschränkungen|filter|regeln|zensur|grenzen)",
+    ),
+    (
+        "multilingual",
+        r"\b(?:sei|agisci come|rispondi come|fingi di essere)\b.{0,60}\bsenza (?:alcuna |alcun )?(?:restrizion[ie]|filtri|regole|censura|limiti)",
+    ),
+    (
+        "multilingual",
+        r"\b(?:você é|voce e|aja como|responda como|finja ser)\b.{0,60}\bsem (?:nenhuma |qualquer )?(?:restrições|restricoes|filtros|regras|censura|limites)",
+    ),
+    (
+        "multilingual",
+        r"(?:ты|вы|отвечай|притворись|представь).{0,60}без (?:каких-либо |всяких )?(?:ограничений|фильтров|правил|цензуры)",
+    ),
+    ("multilingual", r"(?:你|您).{0,20}(?:没有|不受|无视)(?:任何)?(?:限制|过滤|规则|审查|约束)"),
+    (
+        "multilingual",
+        r"(?:あなた|君|お前|AI|アシスタント).{0,30}(?:制限|フィルター|ルール|検閲)(?:なし|のない|なく|を無視)",
+    ),
+    (
+        "multilingual",
+        r"(?:너|당신|AI|인공지능|어시스턴트).{0,30}(?:제한|필터|규칙|검열)\s?(?:없이|없는|을 무시|를 무시)",
+    ),
+    # The hidden prompt asked for in other languages.
+    (
+        "multilingual",
+        r"\b(?:muestra|muéstrame|revela|dime|imprime|repite)\b.{0,30}\b(?:prompt del sistema|instrucciones (?:del sistema|iniciales|ocultas))",
+    ),
+    (
+        "multilingual",
+        r"\b(?:montre|révèle|affiche|donne|répète)\b.{0,30}\b(?:prompt système|invite système|instructions (?:système|initiales|cachées))",
+    ),
+    (
+        "multilingual",
+        r"\b(?:zeig|verrate|gib|wiederhole)\b.{0,30}\b(?:system-?prompt|systemanweisungen|(?:ursprünglichen|versteckten) anweisungen)",
+    ),
+    ("multilingual", r"(?:системн\w* (?:промпт|подсказк|инструкци)|скрыт\w* инструкци)"),
+    (
+        "multilingual",
+        r"(?:系统提示|系統提示|システムプロンプト|시스템 프롬프트).{0,20}(?:显示|告诉|输出|打印|重复|見せ|教え|出力|보여|알려|출력)|(?:显示|告诉|输出|打印|重复|見せ|教え|出力|보여|알려|출력).{0,20}(?:系统提示|系統提示|システムプロンプト|시스템 프롬프트)",
+    ),
     ("multilingual", r"(?:पिछले|पहले के|सभी).{0,20}(?:निर्देशों|नियमों).{0,20}(?:अनदेखा|नज़रअंदाज़|भूल)"),
 )
 
