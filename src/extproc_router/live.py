@@ -85,7 +85,11 @@ class LiveConfig:
 
 
 def _pipeline(settings: Settings, models: Models | None) -> Pipeline:
-    safety = Safety(settings.safety, models.jailbreak_head if models else None)
+    safety = (
+        Safety(settings.safety, models.jailbreak_head, models.jailbreak_screen)
+        if models
+        else Safety(settings.safety, None)
+    )
     return Pipeline(Router(settings, models), safety, AuditLog(settings.safety.audit))
 
 

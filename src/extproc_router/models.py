@@ -39,6 +39,8 @@ class Models:
     domain_head: LinearHead
     preference_head: LinearHead
     jailbreak_head: JailbreakClassifier
+    # The same classifier without the embedding: a first look that can skip the transformer.
+    jailbreak_screen: JailbreakClassifier | None = None
 
     def signals(self, settings: Settings) -> ModelSignals:
         routing = settings.routing
@@ -69,4 +71,5 @@ def load_models(settings: ModelSettings) -> Models:
         LinearHead.load(settings.heads / "domain.npz", encoder=ident),
         LinearHead.load(settings.heads / "preference.npz", encoder=ident),
         JailbreakClassifier.load(settings.heads / "jailbreak.npz", encoder=ident),
+        JailbreakClassifier.load(settings.heads / "jailbreak_text.npz", encoder=ident),
     )

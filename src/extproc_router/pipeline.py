@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from extproc_router.audit import AuditLog
+from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
 from extproc_router.request import ParsedRequest
 from extproc_router.routing import Decision, Router
@@ -62,12 +63,28 @@ class Pipeline:
         """`dry_run`: decide and explain, but leave no audit record (nothing is forwarded)."""
         started = time.perf_counter()
         settings = self.router.settings
-        embed_started = time.perf_counter()
-        with stage("router.embed"):
-            embedding = await self.router.embed(self.router.classification_text(request))
-        embed_ms = (time.perf_counter() - embed_started) * 1000
+        router = self.router
+        planned = router.plan(request)
+        embedding: Embeddings | None = None
+        embed_ms = 0.0
+
+        async def embed() -> Embeddings | None:
+            nonlocal embed_ms
+            embed_started = time.perf_counter()
+            with stage("router.embed"):
+                result = await router.embed(router.classification_text(request))
+            embed_ms = (time.perf_counter() - embed_started) * 1000
+            return result
+
+        # One transformer pass at most, and none when neither routing nor safety needs it: a
+        # named model or a keyword fast path whose text the screen finds clearly benign.
         with stage("router.safety.jailbreak"):
-            jailbreak = self.safety.jailbreak(request, embedding)
+            jailbreak = None
+            if not router.needs_embedding(planned[0], request):
+                jailbreak = self.safety.jailbreak_screen(request)
+            if jailbreak is None:
+                embedding = await embed()
+                jailbreak = self.safety.jailbreak(request, embedding)
         audit = functools.partial(
             _no_record if dry_run else self.audit.record,
             decision_id,
@@ -82,7 +99,7 @@ class Pipeline:
                 code="content_policy_violation",
             )
         with stage("router.decide"):
-            decision = await self.router.decide(request, embedding=embedding)
+            decision = await router.decide(request, embedding=embedding, planned=planned)
         if jailbreak.action == "route" and settings.safety.jailbreak.route_pool is not None:
             pool = settings.pool(settings.safety.jailbreak.route_pool)
             decision = dataclasses.replace(

@@ -164,10 +164,10 @@ class Router:
         embedding: Embeddings = embeddings[0]
         return embedding
 
-    async def decide(
-        self, request: ParsedRequest, *, embedding: Embeddings | None = None
-    ) -> Decision:
-        """`embedding`: the classification text's, when the caller already has it."""
+    def plan(self, request: ParsedRequest) -> tuple[Decision | None, SignalResult]:
+        """What can be decided without any model: a named model, or a short-circuit keyword
+        rule. The decision is None when the signals (and so the embedding) are needed; the
+        keyword result is kept for them."""
         started = time.perf_counter()
         if request.model is not None and request.model not in self._auto:
             pool = self._by_model.get(request.model)
@@ -180,16 +180,41 @@ class Router:
                     param="model",
                 )
             reason = f"model {request.model!r} is served by {pool.name}"
-            return Decision(pool, "model", reason, latency_ms=_since(started))
+            empty = SignalResult("keyword", {})
+            return Decision(pool, "model", reason, latency_ms=_since(started)), empty
         text = self.classification_text(request)
         with stage("router.signal.keyword"):
             keyword = self._keywords.evaluate(text, self._pools)
         if not keyword.abstained and keyword.evidence["short_circuit"]:
             pool = max(self._pools, key=lambda p: keyword.scores[p.name])
             reason = f"keyword rule {keyword.evidence['rule']!r} decides at once"
-            return Decision(
+            decision = Decision(
                 pool, "keyword", reason, 1.0, keyword.scores, (keyword,), _since(started)
             )
+            return decision, keyword
+        return None, keyword
+
+    def needs_embedding(self, planned: Decision | None, request: ParsedRequest) -> bool:
+        return (
+            planned is None
+            and self.models is not None
+            and bool(self.classification_text(request).strip())
+        )
+
+    async def decide(
+        self,
+        request: ParsedRequest,
+        *,
+        embedding: Embeddings | None = None,
+        planned: tuple[Decision | None, SignalResult] | None = None,
+    ) -> Decision:
+        """`embedding`: the classification text's, when the caller already has it; `planned`:
+        what `plan` said, when the caller already asked."""
+        started = time.perf_counter()
+        decision, keyword = planned or self.plan(request)
+        if decision is not None:
+            return decision
+        text = self.classification_text(request)
         results = [keyword, *(await self._model_signals(text, embedding))]
         return self._elect(results, started)
 

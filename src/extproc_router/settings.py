@@ -301,6 +301,11 @@ class JailbreakSettings(_Frozen):
     route_threshold: Unit | None = None
     route_pool: Name | None = None
     flag_threshold: Unit = 0.5
+    # Requests that need no embedding for routing (a named model, a keyword fast path) are
+    # first scored from their text alone; below this the transformer is not run for them.
+    # 0.4: on the development split no attack the full classifier blocks scored below it,
+    # while 99% of everyday prompts do.
+    screen_threshold: Unit = 0.4
     # Extra rules: family name -> regular expression (matched on normalised text).
     patterns: dict[Name, Phrase] = {}
     # Message roles scanned: what reaches the model, tool results included.

@@ -170,8 +170,15 @@ def _ok(url: str) -> bool:
         return False
 
 
-def start_stack(settings: Settings, workdir: Path, *, log_to_files: bool = False) -> Stack:
-    """Write the effective configs into `workdir` and start pools, router and Envoy in order."""
+def start_stack(
+    settings: Settings,
+    workdir: Path,
+    *,
+    log_to_files: bool = False,
+    components: tuple[str, ...] = _COMPONENTS,
+) -> Stack:
+    """Write the effective configs into `workdir` and start pools, router and Envoy in order
+    (`components` leaves some out, e.g. a second router and Envoy in front of running pools)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "router.yaml"
     config_path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
@@ -180,7 +187,8 @@ def start_stack(settings: Settings, workdir: Path, *, log_to_files: bool = False
     stack = Stack(settings, workdir, config_path, envoy_config_path, log_to_files)
     try:
         for component in _COMPONENTS:
-            stack.start(component)
+            if component in components:
+                stack.start(component)
     except BaseException:
         stack.stop_all()
         raise

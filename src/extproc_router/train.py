@@ -90,15 +90,23 @@ def head_examples(name: str, data: Path) -> list[Example]:
 Fitted = dict[str, tuple[LinearHead, list[Example]]]
 
 
-def _fit_jailbreak(encoder: Encoder, ident: str, data: Path) -> JailbreakClassifier:
+def _fit_jailbreak(
+    encoder: Encoder, ident: str, data: Path
+) -> tuple[JailbreakClassifier, JailbreakClassifier]:
+    """The classifier with the embedding, and the text-only screen."""
     train_rows = [e for e in head_examples("jailbreak", data) if e.split == "train"]
     texts = [e.text for e in train_rows]
-    return train_classifier(
-        texts, encoder.embed(texts), [e.label == "attack" for e in train_rows], encoder=ident
+    labels = [e.label == "attack" for e in train_rows]
+    embeddings = encoder.embed(texts)
+    return (
+        train_classifier(texts, embeddings, labels, encoder=ident),
+        train_classifier(texts, embeddings[:, :0], labels, encoder=ident),
     )
 
 
-def _fit_heads(settings: ModelSettings, data: Path) -> tuple[Encoder, Fitted, JailbreakClassifier]:
+def _fit_heads(
+    settings: ModelSettings, data: Path
+) -> tuple[Encoder, Fitted, tuple[JailbreakClassifier, JailbreakClassifier]]:
     encoder = _encoder(settings)
     ident = encoder_id(settings)
     heads = {}
@@ -110,12 +118,13 @@ def _fit_heads(settings: ModelSettings, data: Path) -> tuple[Encoder, Fitted, Ja
 
 def train(settings: ModelSettings, data: Path) -> dict[str, float]:
     """Fit and save every head; returns their held-out accuracy."""
-    encoder, heads, jailbreak = _fit_heads(settings, data)
+    encoder, heads, (jailbreak, screen) = _fit_heads(settings, data)
     accuracy = {}
     for name, (head, examples) in heads.items():
         head.save(settings.heads / f"{name}.npz")
         accuracy[name] = _accuracy(encoder, head, examples)[0]
     jailbreak.save(settings.heads / "jailbreak.npz")
+    screen.save(settings.heads / "jailbreak_text.npz")
     test = [e for e in load_examples(data / "jailbreak") if e.split == "test"]
     embeddings = encoder.embed([e.text for e in test])
     right = [
@@ -176,7 +185,7 @@ def evaluate(settings: Settings, data: Path) -> str:
                 lines += [*_confusion(pairs, head.labels), ""]
         if variant == settings.model.variant:
             models = Models(
-                model_settings, encoder, heads["domain"], heads["preference"], jailbreak
+                model_settings, encoder, heads["domain"], heads["preference"], *jailbreak
             )
     if models is None:
         raise SystemExit(f"model.variant {settings.model.variant!r} is neither fp32 nor int8")
@@ -250,11 +259,13 @@ def _jailbreak_report(
 ) -> list[str]:
     """The whole jailbreak detector (normalisation, patterns, then the head): precision, recall
     and false positives, per family when the data names families."""
-    safety = Safety(settings.safety, models.jailbreak_head)
+    safety = Safety(settings.safety, models.jailbreak_head, models.jailbreak_screen)
     embeddings = models.encoder.embed([e.text for e in examples])
     outcomes: Counter[tuple[bool, bool]] = Counter()
     families: dict[str, Counter[bool]] = {}
     scores: list[tuple[bool, float]] = []
+    cascade_outcomes: Counter[tuple[bool, bool]] = Counter()
+    screen_decided = 0
     for example, embedding in zip(examples, embeddings, strict=True):
         request = ParsedRequest(
             "chat_completions",
@@ -267,6 +278,12 @@ def _jailbreak_report(
         blocked = verdict.action == "block"
         scores.append((example.label == "attack", verdict.score))
         outcomes[(example.label == "attack", blocked)] += 1
+        # The path of requests that need no embedding for routing: the text-only screen first.
+        screened = safety.jailbreak_screen(request)
+        if screened is not None:
+            screen_decided += 1
+        cascade = screened or verdict
+        cascade_outcomes[(example.label == "attack", cascade.action == "block")] += 1
         if example.family:
             families.setdefault(example.family, Counter())[blocked] += 1
     tp, fp = outcomes[(True, True)], outcomes[(False, True)]
@@ -281,6 +298,11 @@ def _jailbreak_report(
         f"({fp} of {fp + tn}).",
         "",
         *_threshold_sweep(scores),
+        f"Screened first without the transformer (as for requests that name their model): "
+        f"{screen_decided / max(len(examples), 1):.0%} decided by patterns or the text-only "
+        f"screen; recall {cascade_outcomes[(True, True)] / max(tp + fn, 1):.1%}, false "
+        f"positives {cascade_outcomes[(False, True)] / max(fp + tn, 1):.1%}.",
+        "",
     ]
     if families:
         lines += ["| family | prompts | blocked |", "|---|---|---|"]

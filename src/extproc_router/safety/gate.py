@@ -8,6 +8,7 @@ for another, and `route` moves a request carrying PII to a pool marked `complian
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -94,28 +95,62 @@ def _bounded(texts: Iterator[str], budget: int) -> list[str]:
 
 
 class Safety:
-    def __init__(self, settings: SafetySettings, head: JailbreakClassifier | None) -> None:
+    def __init__(
+        self,
+        settings: SafetySettings,
+        head: JailbreakClassifier | None,
+        screen: JailbreakClassifier | None = None,
+    ) -> None:
+        """`head` reads the text and the embedding; `screen` the text alone."""
         self.settings = settings
         self._head = head
+        self._screen = screen
         self._patterns = compile_patterns(settings.jailbreak.patterns.items())
         pii = settings.pii
         self._scanner = PIIScanner(pii.types, dict(pii.custom))
 
     def jailbreak(self, request: ParsedRequest, embedding: Embeddings | None) -> JailbreakVerdict:
+        """Patterns, then the classifier with the request's embedding."""
+        started = time.perf_counter()
+        texts, found = self._patterns_in(request)
+        if found is not None:
+            return found
+        score = self._head.score(texts, embedding) if self._head is not None else 0.0
+        return self._verdict(score, started)
+
+    def jailbreak_screen(self, request: ParsedRequest) -> JailbreakVerdict | None:
+        """The check without the transformer, for requests that do not need it for routing:
+        patterns, then the text-only classifier. None when that classifier is not sure enough
+        the request is benign (below `screen_threshold`): then the caller embeds the prompt and
+        asks `jailbreak`."""
+        started = time.perf_counter()
+        texts, found = self._patterns_in(request)
+        if found is not None:
+            return found
+        if self._screen is None or self._head is None:
+            return self._verdict(0.0, started) if self._head is None else None
+        score = self._screen.score(texts, None)
+        if score >= self.settings.jailbreak.screen_threshold:
+            return None
+        return self._verdict(score, started)
+
+    def _patterns_in(self, request: ParsedRequest) -> tuple[list[str], JailbreakVerdict | None]:
         config = self.settings.jailbreak
         started = time.perf_counter()
         if not config.enabled:
-            return JailbreakVerdict(0.0, "allow")
-        score, family, matched = 0.0, None, None
+            return [], JailbreakVerdict(0.0, "allow")
         texts = _bounded(message_texts(request.body, config.roles), config.max_scan_chars)
         for text in texts:
             found = match_patterns(text, self._patterns)
             if found is not None:
-                score, family, matched = 1.0, found.family, found.matched
-                break
-        if score < 1.0 and self._head is not None:
-            score = self._head.score(texts, embedding)
-            family = "classifier" if score >= config.flag_threshold else None
+                verdict = self._verdict(1.0, started)
+                return texts, dataclasses.replace(
+                    verdict, family=found.family, matched=found.matched
+                )
+        return texts, None
+
+    def _verdict(self, score: float, started: float) -> JailbreakVerdict:
+        config = self.settings.jailbreak
         action = "allow"
         if score >= config.block_threshold:
             action = "block"
@@ -123,9 +158,8 @@ class Safety:
             action = "route"
         elif score >= config.flag_threshold:
             action = "flag"
-        return JailbreakVerdict(
-            score, action, family, matched, (time.perf_counter() - started) * 1000
-        )
+        family = "classifier" if score >= config.flag_threshold else None
+        return JailbreakVerdict(score, action, family, None, (time.perf_counter() - started) * 1000)
 
     def pii(self, body: dict[str, Any], pool: str, compliant: bool) -> tuple[PIIVerdict, bool]:
         """Scans and, where the policy says redact, rewrites `body` in place; returns the
