@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GEN := src/extproc_router/_gen
 MODEL_DIR := models/all-MiniLM-L6-v2
-HEADS := models/heads/domain.npz models/heads/preference.npz models/heads/jailbreak.npz models/heads/jailbreak_text.npz
+HEADS := $(addprefix models/heads/,domain.npz preference.npz domain_static.npz preference_static.npz jailbreak.npz jailbreak_text.npz)
 DATA := $(wildcard data/domain/*.jsonl data/preference/*.jsonl data/jailbreak/*.jsonl)
 ARGS ?=
 # apt-get update once, then install the named Debian packages.

@@ -8,7 +8,7 @@ loop go through `asyncio.to_thread` so a slow model never stalls other streams.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -16,11 +16,19 @@ import numpy.typing as npt
 from extproc_router import metrics
 from extproc_router.exceptions import ModelError
 
-__all__ = ["Embeddings", "Encoder"]
+__all__ = ["Embeddings", "Encoder", "TextEncoder"]
 
 Embeddings = npt.NDArray[np.float32]
 
 _FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+
+
+class TextEncoder(Protocol):
+    """What the embedding routes need of an encoder: the transformer or the static one."""
+
+    dimensions: int
+
+    def embed(self, texts: list[str]) -> Embeddings: ...
 
 
 class Encoder:

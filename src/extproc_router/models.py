@@ -15,8 +15,9 @@ from extproc_router.settings import ModelSettings, Settings
 from extproc_router.signals.domain import DomainSignal
 from extproc_router.signals.embedding import EmbeddingRoutes
 from extproc_router.signals.preference import PreferenceSignal
+from extproc_router.static import StaticEncoder
 
-__all__ = ["ModelSignals", "Models", "encoder_id", "load_models"]
+__all__ = ["ModelSignals", "Models", "StaticModels", "encoder_id", "load_models", "static_id"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -25,11 +26,24 @@ def encoder_id(settings: ModelSettings) -> str:
     return f"{MODEL_NAME}/{settings.variant}/{settings.max_tokens}"
 
 
+def static_id(settings: ModelSettings) -> str:
+    return f"model2vec/{MODEL_NAME}"
+
+
 @dataclass(frozen=True)
 class ModelSignals:
     routes: EmbeddingRoutes
     domain: DomainSignal
     preference: PreferenceSignal
+
+
+@dataclass(frozen=True)
+class StaticModels:
+    """The cascade's first stage: the static embedding and the heads trained on it."""
+
+    encoder: StaticEncoder
+    domain_head: LinearHead
+    preference_head: LinearHead
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,7 @@ class Models:
     jailbreak_head: JailbreakClassifier
     # The same classifier without the embedding: a first look that can skip the transformer.
     jailbreak_screen: JailbreakClassifier | None = None
+    static: StaticModels | None = None
 
     def signals(self, settings: Settings) -> ModelSignals:
         routing = settings.routing
@@ -55,6 +70,21 @@ class Models:
             preference=PreferenceSignal(self.preference_head, routing.preferences),
         )
 
+    def static_signals(self, settings: Settings) -> ModelSignals | None:
+        if self.static is None:
+            return None
+        routing = settings.routing
+        return ModelSignals(
+            routes=EmbeddingRoutes(
+                routing.embedding_routes,
+                self.static.encoder,
+                static_id(self.settings),
+                self.settings.heads / "cache",
+            ),
+            domain=DomainSignal(self.static.domain_head, routing.domains, settings.pools),
+            preference=PreferenceSignal(self.static.preference_head, routing.preferences),
+        )
+
 
 def load_models(settings: ModelSettings) -> Models:
     """Raises `ModelError` with the command that fixes it when a file is missing."""
@@ -65,6 +95,14 @@ def load_models(settings: ModelSettings) -> Models:
         max_tokens=settings.max_tokens,
     )
     ident = encoder_id(settings)
+    static = None
+    if settings.cascade_confidence is not None:
+        static_ident = static_id(settings)
+        static = StaticModels(
+            StaticEncoder(settings.static),
+            LinearHead.load(settings.heads / "domain_static.npz", encoder=static_ident),
+            LinearHead.load(settings.heads / "preference_static.npz", encoder=static_ident),
+        )
     return Models(
         settings,
         encoder,
@@ -72,4 +110,5 @@ def load_models(settings: ModelSettings) -> Models:
         LinearHead.load(settings.heads / "preference.npz", encoder=ident),
         JailbreakClassifier.load(settings.heads / "jailbreak.npz", encoder=ident),
         JailbreakClassifier.load(settings.heads / "jailbreak_text.npz", encoder=ident),
+        static,
     )

@@ -77,10 +77,12 @@ class Pipeline:
             return result
 
         # One transformer pass at most, and none when neither routing nor safety needs it: a
-        # named model or a keyword fast path whose text the screen finds clearly benign.
+        # named model, a keyword fast path or a confident static-embedding vote, whose text
+        # the screen finds clearly benign.
+        cheap = router.decide_static(request, planned) if planned[0] is None else None
         with stage("router.safety.jailbreak"):
             jailbreak = None
-            if not router.needs_embedding(planned[0], request):
+            if cheap is not None or not router.needs_embedding(planned[0], request):
                 jailbreak = self.safety.jailbreak_screen(request)
             if jailbreak is None:
                 embedding = await embed()
@@ -99,7 +101,10 @@ class Pipeline:
                 code="content_policy_violation",
             )
         with stage("router.decide"):
-            decision = await router.decide(request, embedding=embedding, planned=planned)
+            if cheap is not None and embedding is None:
+                decision = cheap
+            else:  # the transformer ran anyway (for safety): let its better heads decide
+                decision = await router.decide(request, embedding=embedding, planned=planned)
         if jailbreak.action == "route" and settings.safety.jailbreak.route_pool is not None:
             pool = settings.pool(settings.safety.jailbreak.route_pool)
             decision = dataclasses.replace(

@@ -15,6 +15,7 @@ first (the cheapest, by convention), so every decision is deterministic.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 
 from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
-from extproc_router.models import Models
+from extproc_router.models import Models, ModelSignals
 from extproc_router.request import ParsedRequest
 from extproc_router.settings import PoolSettings, Settings
 from extproc_router.signals import complexity
@@ -33,6 +34,7 @@ from extproc_router.tracing import stage
 __all__ = ["Decision", "Router", "vote"]
 
 _FULL_LEAD = 0.25
+_EMBEDDING_SIGNALS = frozenset({"embedding", "domain", "preference"})
 _HEADER_LIMIT = 512
 
 
@@ -46,6 +48,9 @@ class Decision:
     scores: Mapping[str, float] = field(default_factory=dict)
     signals: tuple[SignalResult, ...] = ()
     latency_ms: float = 0.0
+    # Which embedding fed the signals: "static" (the cascade's cheap stage decided) or
+    # "transformer"; empty when no model ran.
+    stage: str = ""
 
     @property
     def model(self) -> str:
@@ -60,6 +65,7 @@ class Decision:
             "method": self.method,
             "reason": self.reason,
             "confidence": self.confidence,
+            "stage": self.stage or None,
             "scores": dict(self.scores),
             "latency_ms": round(self.latency_ms, 3),
             "signals": {
@@ -78,6 +84,8 @@ class Decision:
         parts = [f"pool={self.pool.name}", f"method={self.method}"]
         if self.confidence is not None:
             parts.append(f"confidence={self.confidence:.2f}")
+        if self.stage:
+            parts.append(f"stage={self.stage}")
         for signal in self.signals:
             parts.append(f"{signal.name}={_brief(signal)}")
         text = "; ".join(parts)
@@ -139,6 +147,8 @@ class Router:
         self._by_model = {model: pool for pool in self._pools for model in pool.served_models}
         self._keywords = KeywordMatcher(settings.routing.keyword_rules)
         self._signals = models.signals(settings) if models is not None else None
+        self._static = models.static if models is not None else None
+        self._static_signals = models.static_signals(settings) if models is not None else None
 
     @property
     def known_models(self) -> list[str]:
@@ -201,6 +211,37 @@ class Router:
             and bool(self.classification_text(request).strip())
         )
 
+    def decide_static(
+        self, request: ParsedRequest, planned: tuple[Decision | None, SignalResult]
+    ) -> Decision | None:
+        """The cascade's cheap stage: the signals on the static embedding. The decision when
+        its vote is at least `model.cascade_confidence` sure, else None (the transformer's
+        turn)."""
+        threshold = self.models.settings.cascade_confidence if self.models else None
+        if self._static is None or self._static_signals is None or threshold is None:
+            return None
+        started = time.perf_counter()
+        text = self.classification_text(request)
+        if not text.strip():
+            return None
+        with stage("router.embed.static"):
+            embedding = self._static.encoder.embed([text])[0]
+        # The embedding routes stay out: static similarities run high and unevenly (a biology
+        # question scores 0.5 against the proof utterances), so thresholds set on the
+        # transformer's scale would fire at random.
+        results = [
+            planned[1],
+            *(
+                r
+                for r in self._signals_on(text, embedding, self._static_signals)
+                if r.name != "embedding"
+            ),
+        ]
+        decision = self._elect(results, started)
+        if decision.method != "vote" or (decision.confidence or 0.0) < threshold:
+            return None
+        return dataclasses.replace(decision, stage="static")
+
     async def decide(
         self,
         request: ParsedRequest,
@@ -216,7 +257,9 @@ class Router:
             return decision
         text = self.classification_text(request)
         results = [keyword, *(await self._model_signals(text, embedding))]
-        return self._elect(results, started)
+        decision = self._elect(results, started)
+        ran_model = any(r.name in _EMBEDDING_SIGNALS for r in results)
+        return dataclasses.replace(decision, stage="transformer") if ran_model else decision
 
     async def _model_signals(self, text: str, embedding: Embeddings | None) -> list[SignalResult]:
         routing = self.settings.routing
@@ -238,6 +281,23 @@ class Router:
             embedding = await self.embed(text)
         if embedding is None:
             return results
+        return [*results, *self._signals_on(text, embedding, signals, counted=True)]
+
+    def _signals_on(
+        self, text: str, embedding: Embeddings, signals: ModelSignals, *, counted: bool = False
+    ) -> list[SignalResult]:
+        """The embedding-based signals (and complexity, unless the caller `counted` already)."""
+        results = []
+        if not counted and self.models is not None:
+            with stage("router.signal.complexity"):
+                results.append(
+                    complexity.evaluate(
+                        text,
+                        self._pools,
+                        self.settings.routing.complexity,
+                        self.models.encoder.count_tokens,
+                    )
+                )
         with stage("router.signal.embedding"):
             results.append(signals.routes.evaluate(embedding, self._pools))
         with stage("router.signal.domain"):

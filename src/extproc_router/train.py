@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from extproc_router.encoder import Encoder
+from extproc_router.encoder import Encoder, TextEncoder
 from extproc_router.heads import LinearHead, train_head
-from extproc_router.models import Models, encoder_id
+from extproc_router.models import Models, StaticModels, encoder_id, static_id
 from extproc_router.request import ParsedRequest
 from extproc_router.routing import Router
 from extproc_router.safety.classifier import JailbreakClassifier, train_classifier
@@ -28,6 +28,7 @@ from extproc_router.safety.pii import PII_TYPES, PIIScanner
 from extproc_router.safety.pii_corpus import generate
 from extproc_router.settings import TIERS, ModelSettings, Settings
 from extproc_router.signals import complexity
+from extproc_router.static import StaticEncoder
 
 __all__ = ["HEADS", "Example", "evaluate", "load_examples", "train"]
 
@@ -57,7 +58,7 @@ def load_examples(folder: Path) -> list[Example]:
     return examples
 
 
-def _fit(encoder: Encoder, ident: str, examples: list[Example]) -> LinearHead:
+def _fit(encoder: TextEncoder, ident: str, examples: list[Example]) -> LinearHead:
     train_rows = [e for e in examples if e.split == "train"]
     embeddings = encoder.embed([e.text for e in train_rows])
     return train_head(embeddings, [e.label for e in train_rows], encoder=ident)
@@ -116,6 +117,26 @@ def _fit_heads(
     return encoder, heads, _fit_jailbreak(encoder, ident, data)
 
 
+def _fit_static(settings: ModelSettings, data: Path) -> tuple[StaticEncoder, Fitted] | None:
+    """The cascade's heads, on the static embedding (none when the cascade is off)."""
+    if settings.cascade_confidence is None:
+        return None
+    encoder = StaticEncoder(settings.static)
+    ident = static_id(settings)
+    heads = {}
+    for name in HEADS:
+        examples = head_examples(name, data)
+        heads[name] = (_fit(encoder, ident, examples), examples)
+    return encoder, heads
+
+
+def _static_models(fitted: tuple[StaticEncoder, Fitted] | None) -> StaticModels | None:
+    if fitted is None:
+        return None
+    encoder, heads = fitted
+    return StaticModels(encoder, heads["domain"][0], heads["preference"][0])
+
+
 def train(settings: ModelSettings, data: Path) -> dict[str, float]:
     """Fit and save every head; returns their held-out accuracy."""
     encoder, heads, (jailbreak, screen) = _fit_heads(settings, data)
@@ -123,6 +144,11 @@ def train(settings: ModelSettings, data: Path) -> dict[str, float]:
     for name, (head, examples) in heads.items():
         head.save(settings.heads / f"{name}.npz")
         accuracy[name] = _accuracy(encoder, head, examples)[0]
+    static = _fit_static(settings, data)
+    if static is not None:
+        for name, (head, examples) in static[1].items():
+            head.save(settings.heads / f"{name}_static.npz")
+            accuracy[f"{name} (static embedding)"] = _accuracy(static[0], head, examples)[0]
     jailbreak.save(settings.heads / "jailbreak.npz")
     screen.save(settings.heads / "jailbreak_text.npz")
     test = [e for e in load_examples(data / "jailbreak") if e.split == "test"]
@@ -136,7 +162,7 @@ def train(settings: ModelSettings, data: Path) -> dict[str, float]:
 
 
 def _accuracy(
-    encoder: Encoder, head: LinearHead, examples: list[Example]
+    encoder: TextEncoder, head: LinearHead, examples: list[Example]
 ) -> tuple[float, list[tuple[str, str]]]:
     test = [e for e in examples if e.split == "test"]
     probabilities = head.probabilities(encoder.embed([e.text for e in test]))
@@ -184,8 +210,21 @@ def evaluate(settings: Settings, data: Path) -> str:
             if name == "domain" and variant == settings.model.variant:
                 lines += [*_confusion(pairs, head.labels), ""]
         if variant == settings.model.variant:
+            static = _fit_static(model_settings, data)
+            for name, (head, examples) in (static[1] if static else {}).items():
+                accuracy, pairs = _accuracy(static[0], head, examples)  # type: ignore[index]
+                lines += [
+                    f"## {name} head, static embedding (the cascade's first stage): top-1 "
+                    f"{accuracy:.1%} on {len(pairs)} held-out prompts",
+                    "",
+                ]
             models = Models(
-                model_settings, encoder, heads["domain"], heads["preference"], *jailbreak
+                model_settings,
+                encoder,
+                heads["domain"],
+                heads["preference"],
+                *jailbreak,
+                _static_models(static),
             )
     if models is None:
         raise SystemExit(f"model.variant {settings.model.variant!r} is neither fp32 nor int8")
@@ -229,13 +268,20 @@ async def _routing_report(settings: Settings, models: Models, data: Path) -> lis
     pools: Counter[str] = Counter()
     methods: Counter[str] = Counter()
     latencies = []
+    cheap = agree = 0
     for text in texts:
         request = ParsedRequest("chat_completions", "auto", False, {}, text)
         started = time.perf_counter()
-        decision = await router.decide(request)
+        planned = router.plan(request)
+        decision = router.decide_static(request, planned) if planned[0] is None else None
+        if decision is None:
+            decision = await router.decide(request, planned=planned)
         latencies.append((time.perf_counter() - started) * 1000)
         pools[decision.pool.name] += 1
-        methods[decision.method] += 1
+        methods[f"{decision.method}/{decision.stage}" if decision.stage else decision.method] += 1
+        if decision.stage == "static":
+            cheap += 1
+            agree += (await router.decide(request, planned=planned)).pool == decision.pool
     lines = [
         f"## routing of all {len(texts)} held-out prompts (model: auto)",
         "",
@@ -245,7 +291,13 @@ async def _routing_report(settings: Settings, models: Models, data: Path) -> lis
     lines += [f"| {pool.name} | {pools[pool.name] / len(texts):.0%} |" for pool in settings.pools]
     lines += [
         "",
-        "Methods: " + ", ".join(f"{m} {n}" for m, n in methods.most_common()),
+        "Methods (and which embedding fed the signals): "
+        + ", ".join(f"{m} {n}" for m, n in methods.most_common()),
+        "",
+        f"The cascade: the static embedding decided {cheap / len(texts):.0%} of these prompts "
+        f"without the transformer (vote confidence >= {settings.model.cascade_confidence}); "
+        f"on those, the transformer alone picks the same pool {agree / max(cheap, 1):.1%} of "
+        "the time.",
         "",
         f"In-process decision time: p50 {np.percentile(latencies, 50):.2f} ms, "
         f"p99 {np.percentile(latencies, 99):.2f} ms (one thread, no Envoy).",

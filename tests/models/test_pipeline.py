@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -16,8 +17,10 @@ from extproc_router.safety.gate import Safety
 from extproc_router.settings import Settings, override
 
 
-def _pipeline(settings: Settings, models: Models) -> Pipeline:
+def _pipeline(settings: Settings, models: Models, *, cascade: bool = True) -> Pipeline:
     settings = override(settings, {"safety.audit.enabled": False})
+    if not cascade:
+        models = dataclasses.replace(models, static=None)
     safety = Safety(settings.safety, models.jailbreak_head, models.jailbreak_screen)
     return Pipeline(Router(settings, models), safety, AuditLog(settings.safety.audit))
 
@@ -35,10 +38,29 @@ async def test_a_named_model_with_a_benign_prompt_skips_the_transformer(
     )
     assert named.decision.method == "model"
     assert named.embed_ms == 0.0
-    auto = await pipeline.run(
+    without_cascade = _pipeline(settings, models, cascade=False)
+    auto = await without_cascade.run(
         parse_body("chat_completions", _request("auto", "What is the capital of Peru?")), "b"
     )
     assert auto.embed_ms > 0.0  # the signals need it
+    assert auto.decision.stage == "transformer"
+
+
+async def test_the_cascade_decides_confident_votes_on_the_static_embedding(
+    settings: Settings, models: Models
+) -> None:
+    pipeline = _pipeline(settings, models)
+    stages = set()
+    for prompt in (
+        "What is the capital of Peru?",
+        "Sickle cell trait is common where malaria is widespread; why?",
+        "Write a short poem about autumn rain in Kyoto.",
+        "My flight got delayed and I missed my connection, what are my rights in the EU?",
+    ):
+        outcome = await pipeline.run(parse_body("chat_completions", _request("auto", prompt)), "e")
+        stages.add(outcome.decision.stage)
+        assert (outcome.embed_ms == 0.0) == (outcome.decision.stage == "static")
+    assert stages == {"static", "transformer"}  # some are sure enough, some are not
 
 
 async def test_a_keyword_fast_path_skips_it_too(settings: Settings, models: Models) -> None:

@@ -63,13 +63,13 @@ def test_route_centroids_are_cached_on_disk(models: Models, tmp_path: Path) -> N
     routes = [EmbeddingRoute(name="facts", target="simple", utterances=("Who wrote Hamlet?",))]
     counting = CountingEncoder(models.encoder)
     ident = encoder_id(models.settings)
-    first = EmbeddingRoutes(routes, counting, ident, tmp_path)  # type: ignore[arg-type]
-    again = EmbeddingRoutes(routes, counting, ident, tmp_path)  # type: ignore[arg-type]
+    first = EmbeddingRoutes(routes, counting, ident, tmp_path)
+    again = EmbeddingRoutes(routes, counting, ident, tmp_path)
     assert counting.calls == 1
     assert np.array_equal(first.centroids, again.centroids)
     assert len(list(tmp_path.glob("routes-*.npy"))) == 1
     changed = [routes[0].model_copy(update={"utterances": ("Who painted the Mona Lisa?",)})]
-    EmbeddingRoutes(changed, counting, ident, tmp_path)  # type: ignore[arg-type]
+    EmbeddingRoutes(changed, counting, ident, tmp_path)
     assert counting.calls == 2
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extproc_router.encoder import Embeddings, Encoder
+from extproc_router.encoder import Embeddings, TextEncoder
 from extproc_router.settings import EmbeddingRoute, PoolSettings
 from extproc_router.signals.base import SignalResult, abstain, target_scores
 
@@ -31,13 +31,13 @@ def default_threshold(route: EmbeddingRoute) -> float:
 
 class EmbeddingRoutes:
     def __init__(
-        self, routes: Sequence[EmbeddingRoute], encoder: Encoder, encoder_id: str, cache: Path
+        self, routes: Sequence[EmbeddingRoute], encoder: TextEncoder, encoder_id: str, cache: Path
     ) -> None:
         self._routes = tuple(routes)
         self._thresholds = np.array([default_threshold(r) for r in self._routes], np.float32)
         self.centroids = self._centroids(encoder, encoder_id, cache)
 
-    def _centroids(self, encoder: Encoder, encoder_id: str, cache: Path) -> Embeddings:
+    def _centroids(self, encoder: TextEncoder, encoder_id: str, cache: Path) -> Embeddings:
         if not self._routes:
             return np.zeros((0, encoder.dimensions), np.float32)
         key = json.dumps([encoder_id, [list(r.utterances) for r in self._routes]])
