@@ -59,17 +59,22 @@ def continue_response_headers(
     headers: Mapping[str, str] | None = None,
     *,
     remove: tuple[str, ...] = (),
-    stream_body: bool = False,
+    body: str = "",
 ) -> ext_proc.ProcessingResponse:
-    """`stream_body`: send this response's body to the router chunk by chunk, as it arrives
-    (the filter's `allow_mode_override` must be on; it is in the rendered config)."""
+    """`body`: have Envoy send this response's body to the router, "streamed" chunk by chunk
+    as it arrives (SSE) or "buffered" whole in one message (a small JSON answer, which the
+    client cannot use before its end anyway). The filter's `allow_mode_override` must be on;
+    it is in the rendered config."""
     response = ext_proc.ProcessingResponse(response_headers=ext_proc.HeadersResponse())
     if headers or remove:
         response.response_headers.response.header_mutation.CopyFrom(
             _header_mutation(headers or {}, remove)
         )
-    if stream_body:
-        response.mode_override.response_body_mode = processing_mode_pb2.ProcessingMode.STREAMED
+    if body:
+        mode = processing_mode_pb2.ProcessingMode
+        response.mode_override.response_body_mode = (
+            mode.STREAMED if body == "streamed" else mode.BUFFERED
+        )
     return response
 
 

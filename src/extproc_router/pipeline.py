@@ -82,11 +82,12 @@ class Pipeline:
         cheap = router.decide_static(request, planned) if planned[0] is None else None
         with stage("router.safety.jailbreak"):
             jailbreak = None
-            if cheap is not None or not router.needs_embedding(planned[0], request):
+            screened = cheap is not None or not router.needs_embedding(planned[0], request)
+            if screened:
                 jailbreak = self.safety.jailbreak_screen(request)
             if jailbreak is None:
                 embedding = await embed()
-                jailbreak = self.safety.jailbreak(request, embedding)
+                jailbreak = self.safety.jailbreak(request, embedding, screened=screened)
         audit = functools.partial(
             _no_record if dry_run else self.audit.record,
             decision_id,

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 Headers = dict[str, str]
 _JSON_TYPES = ("application/json",)
 # Blocks by the safety policy, as opposed to requests refused as malformed.
+_BUFFERED_BODY_LIMIT = 256 * 1024
 _OPERATIONS = {"chat_completions": "chat", "completions": "text_completion"}
 _BLOCK_REASONS = {"content_policy_violation": "jailbreak", "pii_policy_violation": "pii"}
 
@@ -208,7 +209,13 @@ class LLMProcessor:
         self._meter = ResponseMeter(event_stream=event_stream, strip=self._strip_usage)
         # Removing a chunk changes the length; SSE rarely has one, but then it must go.
         remove = ("content-length",) if self._strip_usage and event_stream else ()
-        return mutations.continue_response_headers(tags, remove=remove, stream_body=True)
+        # A small JSON answer comes whole in one message; anything else (SSE, or no length, or
+        # larger than Envoy would buffer) chunk by chunk.
+        length = headers.get("content-length", "")
+        small = not event_stream and length.isdigit() and int(length) <= _BUFFERED_BODY_LIMIT
+        return mutations.continue_response_headers(
+            tags, remove=remove, body="buffered" if small else "streamed"
+        )
 
     async def on_response_body(
         self, body: bytes, end_of_stream: bool

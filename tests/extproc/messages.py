@@ -39,9 +39,11 @@ def request_body(body: bytes | dict[str, Any]) -> ext_proc.ProcessingRequest:
 
 
 def response_headers(
-    status: str = "200", content_type: str = "application/json"
+    status: str = "200", content_type: str = "application/json", length: int | None = None
 ) -> ext_proc.ProcessingRequest:
     headers = {":status": status, "content-type": content_type}
+    if length is not None:
+        headers["content-length"] = str(length)
     return ext_proc.ProcessingRequest(
         response_headers=ext_proc.HttpHeaders(
             headers=base_pb2.HeaderMap(

@@ -232,3 +232,21 @@ async def test_error_responses_are_not_streamed_to_the_router(ext_proc_stub: Stu
         [request_headers(), request_body(chat("hello", model="gpt-5.2")), response_headers("503")],
     )
     assert not headers.HasField("mode_override")
+
+
+async def test_a_small_json_response_comes_whole_and_is_counted(ext_proc_stub: Stub) -> None:
+    answer = json.dumps({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 1}})
+    before = metrics.COST.labels(pool="large")._value.get()
+    _, _, headers, body = await exchange(
+        ext_proc_stub,
+        [
+            request_headers(),
+            request_body(chat("hello", model="gpt-5.2")),
+            response_headers(length=len(answer)),
+            response_body(answer.encode(), end_of_stream=True),
+        ],
+    )
+    assert headers.mode_override.response_body_mode == ProcessingMode.BUFFERED
+    assert not body.response_body.response.HasField("body_mutation")  # passed on unchanged
+    spent = metrics.COST.labels(pool="large")._value.get() - before
+    assert spent == pytest.approx((7 * 0.015 + 1 * 0.06) / 1000)

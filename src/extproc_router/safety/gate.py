@@ -109,12 +109,19 @@ class Safety:
         pii = settings.pii
         self._scanner = PIIScanner(pii.types, dict(pii.custom))
 
-    def jailbreak(self, request: ParsedRequest, embedding: Embeddings | None) -> JailbreakVerdict:
-        """Patterns, then the classifier with the request's embedding."""
+    def jailbreak(
+        self, request: ParsedRequest, embedding: Embeddings | None, *, screened: bool = False
+    ) -> JailbreakVerdict:
+        """Patterns, then the classifier with the request's embedding. `screened`: the request
+        has been through `jailbreak_screen` already, so its patterns are known not to match."""
         started = time.perf_counter()
-        texts, found = self._patterns_in(request)
-        if found is not None:
-            return found
+        if screened:
+            config = self.settings.jailbreak
+            texts = _bounded(message_texts(request.body, config.roles), config.max_scan_chars)
+        else:
+            texts, found = self._patterns_in(request)
+            if found is not None:
+                return found
         score = self._head.score(texts, embedding) if self._head is not None else 0.0
         return self._verdict(score, started)
 

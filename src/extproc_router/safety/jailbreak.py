@@ -32,6 +32,12 @@ _SPACED = re.compile(r"\b(?:\w[ ._\-*]){3,}\w\b")
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Fa-f])")
 _MAX_BLOBS = 8
+# A letter next to a digit or symbol inside a word: "1gn0re", "pr3vious", "@ll".
+_LEETY = re.compile(r"[a-z][0-9@$!|]+[a-z]|(?<![\w@$!|])[0-9@$!|][a-z]{2,}")
+_ROT13_HINT = re.compile(r"rot[\s-]?13|caesar|cipher|decode|decipher|unscramble")
+_COMMON_WORDS = re.compile(
+    r"\b(?:the|and|you|your|to|of|is|are|all|what|this|that|with|ignore|previous|instructions|rules|tell|me)\b"
+)
 
 
 def _decoded_blobs(text: str) -> Iterable[str]:
@@ -62,10 +68,21 @@ def normalize_views(text: str) -> list[str]:
     # view stays, so text really written in Cyrillic or Greek is read as written.
     folded = plain.translate(_HOMOGLYPHS)
     joined = _SPACED.sub(lambda m: re.sub(r"[ ._\-*]", "", m.group()), folded)
-    views = [plain.lower(), folded.lower(), joined.lower(), joined.lower().translate(_LEET)]
-    views.append(codecs.decode(plain, "rot13").lower())
+    lower = joined.lower()
+    views = [plain.lower(), folded.lower(), lower]
+    # The leet and rot13 readings cost a full pattern pass each; take them only when the text
+    # looks written that way (digits inside words; rot13 that reads more like English).
+    if _LEETY.search(lower):
+        views.append(lower.translate(_LEET))
+    rot13 = codecs.decode(plain, "rot13").lower()
+    if _ROT13_HINT.search(views[0]) or _english_words(rot13) > _english_words(views[0]):
+        views.append(rot13)
     views.extend(blob.lower() for blob in _decoded_blobs(plain))
     return list(dict.fromkeys(views))
+
+
+def _english_words(text: str) -> int:
+    return len(_COMMON_WORDS.findall(text))
 
 
 _IGNORE = r"(?:ignore|disregard|forget|override|bypass|skip|drop|set aside|put aside|discard|abandon|throw out|scrap|erase|wipe|cancel|revoke|nullify|suspend|neglect)"
