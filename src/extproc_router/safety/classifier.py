@@ -66,6 +66,22 @@ def _windows(text: str) -> list[str]:
     return [text[start : start + _WINDOW] for start in range(0, len(text) - _STRIDE, _STRIDE)]
 
 
+Features = list[tuple[npt.NDArray[np.int64], Vector]]
+# The text-only screen and then the full classifier read the same text: its features are
+# computed once (the last text seen; features depend on nothing but the text).
+_last: tuple[str, Features] = ("", [])
+
+
+def _window_features(text: str) -> Features:
+    global _last  # noqa: PLW0603 - a one-entry memo; replacing the tuple is atomic
+    seen, features = _last
+    if seen is text or seen == text:
+        return features
+    features = [ngram_features(window) for window in _windows(text)]
+    _last = (text, features)
+    return features
+
+
 @dataclass(frozen=True)
 class JailbreakClassifier:
     ngram_weights: Vector  # (_BUCKETS,)
@@ -80,8 +96,7 @@ class JailbreakClassifier:
             base += float(embedding @ self.embedding_weights)
         best = -np.inf
         for text in texts:
-            for window in _windows(text):
-                indices, values = ngram_features(window)
+            for indices, values in _window_features(text):
                 best = max(best, float(values @ self.ngram_weights[indices]))
         if best == -np.inf:
             best = 0.0

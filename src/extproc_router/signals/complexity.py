@@ -79,7 +79,7 @@ class Structure:
 
 def measure_depth(text: str) -> Structure:
     # Structure lives in the words, not in pasted data: look at a bounded prefix.
-    sample = text[:8000]
+    sample = text[:4000]
     return Structure(
         questions=len(_QUESTION.findall(sample)),
         joiners=len(_JOINER.findall(sample)),
@@ -115,7 +115,7 @@ def evaluate(
     if not text.strip():
         return abstain("complexity", "empty prompt")
     # Tokenising megabytes costs more than it tells: count a prefix, scale by characters.
-    head = text[:16_000]
+    head = text[:4000]
     tokens = count_tokens(head)
     if len(text) > len(head):
         tokens = int(tokens * len(text) / len(head))
