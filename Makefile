@@ -11,7 +11,7 @@ ARGS ?=
 # apt-get update once, then install the named Debian packages.
 apt_install = (apt-get update -qq && apt-get install -y -qq $(1))
 
-.PHONY: setup proto run test test-unit test-e2e lint bench render-envoy train eval clean
+.PHONY: setup proto run test test-unit test-e2e lint bench soak render-envoy train eval clean
 
 setup: $(STAMP) $(GEN)/router_pb2.py $(MODEL_DIR)/manifest.json $(HEADS)
 
@@ -76,6 +76,11 @@ lint: setup
 bench: setup
 	command -v wrk >/dev/null || $(call apt_install,wrk)
 	$(PY) -m bench.run $(ARGS)
+
+# Router memory under ten minutes of mixed traffic (docs/SOAK.md).
+soak: setup
+	command -v wrk >/dev/null || $(call apt_install,wrk)
+	$(PY) -m bench.soak $(ARGS)
 
 # Refresh the shipped Envoy config after changing the example router config.
 render-envoy: setup
