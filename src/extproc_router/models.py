@@ -32,7 +32,10 @@ def static_id(settings: ModelSettings) -> str:
 
 @dataclass(frozen=True)
 class ModelSignals:
-    routes: EmbeddingRoutes
+    # None on the static embedding: its similarities run high and unevenly (a biology question
+    # scores 0.5 against proof utterances), so route thresholds set on the transformer's scale
+    # would fire at random there.
+    routes: EmbeddingRoutes | None
     domain: DomainSignal
     preference: PreferenceSignal
 
@@ -58,32 +61,32 @@ class Models:
     static: StaticModels | None = None
 
     def signals(self, settings: Settings) -> ModelSignals:
-        routing = settings.routing
-        return ModelSignals(
-            routes=EmbeddingRoutes(
-                routing.embedding_routes,
-                self.encoder,
-                encoder_id(self.settings),
-                self.settings.heads / "cache",
-            ),
-            domain=DomainSignal(self.domain_head, routing.domains, settings.pools),
-            preference=PreferenceSignal(self.preference_head, routing.preferences),
+        routes = EmbeddingRoutes(
+            settings.routing.embedding_routes,
+            self.encoder,
+            encoder_id(self.settings),
+            self.settings.heads / "cache",
         )
+        return _signals(settings, self.domain_head, self.preference_head, routes)
 
     def static_signals(self, settings: Settings) -> ModelSignals | None:
         if self.static is None:
             return None
-        routing = settings.routing
-        return ModelSignals(
-            routes=EmbeddingRoutes(
-                routing.embedding_routes,
-                self.static.encoder,
-                static_id(self.settings),
-                self.settings.heads / "cache",
-            ),
-            domain=DomainSignal(self.static.domain_head, routing.domains, settings.pools),
-            preference=PreferenceSignal(self.static.preference_head, routing.preferences),
-        )
+        return _signals(settings, self.static.domain_head, self.static.preference_head, None)
+
+
+def _signals(
+    settings: Settings,
+    domain_head: LinearHead,
+    preference_head: LinearHead,
+    routes: EmbeddingRoutes | None,
+) -> ModelSignals:
+    routing = settings.routing
+    return ModelSignals(
+        routes=routes,
+        domain=DomainSignal(domain_head, routing.domains, settings.pools),
+        preference=PreferenceSignal(preference_head, routing.preferences),
+    )
 
 
 def load_models(settings: ModelSettings) -> Models:

@@ -26,9 +26,10 @@ logger = logging.getLogger(__name__)
 
 Headers = dict[str, str]
 _JSON_TYPES = ("application/json",)
-# Blocks by the safety policy, as opposed to requests refused as malformed.
+# A JSON answer up to this size is read whole, in one message; larger ones chunk by chunk.
 _BUFFERED_BODY_LIMIT = 256 * 1024
 _OPERATIONS = {"chat_completions": "chat", "completions": "text_completion"}
+# Blocks by the safety policy, as opposed to requests refused as malformed.
 _BLOCK_REASONS = {"content_policy_violation": "jailbreak", "pii_policy_violation": "pii"}
 
 

@@ -226,16 +226,10 @@ class Router:
             return None
         with stage("router.embed.static"):
             embedding = self._static.encoder.embed([text])[0]
-        # The embedding routes stay out: static similarities run high and unevenly (a biology
-        # question scores 0.5 against the proof utterances), so thresholds set on the
-        # transformer's scale would fire at random.
         results = [
             planned[1],
-            *(
-                r
-                for r in self._signals_on(text, embedding, self._static_signals)
-                if r.name != "embedding"
-            ),
+            self._complexity(text),
+            *self._embedding_signals(text, embedding, self._static_signals),
         ]
         decision = self._elect(results, started)
         if decision.method != "vote" or (decision.confidence or 0.0) < threshold:
@@ -262,44 +256,28 @@ class Router:
         return dataclasses.replace(decision, stage="transformer") if ran_model else decision
 
     async def _model_signals(self, text: str, embedding: Embeddings | None) -> list[SignalResult]:
-        routing = self.settings.routing
-        if self.models is None or self._signals is None:
-            counted = complexity.evaluate(
-                text, self._pools, routing.complexity, lambda t: len(t.split())
-            )
-            return [counted]
-        models, signals = self.models, self._signals
-        with stage("router.signal.complexity"):
-            results = [
-                complexity.evaluate(
-                    text, self._pools, routing.complexity, models.encoder.count_tokens
-                )
-            ]
-        if not text.strip():
+        results = [self._complexity(text)]
+        if self._signals is None or not text.strip():
             return results
         if embedding is None:
             embedding = await self.embed(text)
         if embedding is None:
             return results
-        return [*results, *self._signals_on(text, embedding, signals, counted=True)]
+        return [*results, *self._embedding_signals(text, embedding, self._signals)]
 
-    def _signals_on(
-        self, text: str, embedding: Embeddings, signals: ModelSignals, *, counted: bool = False
+    def _complexity(self, text: str) -> SignalResult:
+        """Real tokens with the models loaded, words without them."""
+        count = self.models.encoder.count_tokens if self.models else (lambda t: len(t.split()))
+        with stage("router.signal.complexity"):
+            return complexity.evaluate(text, self._pools, self.settings.routing.complexity, count)
+
+    def _embedding_signals(
+        self, text: str, embedding: Embeddings, signals: ModelSignals
     ) -> list[SignalResult]:
-        """The embedding-based signals (and complexity, unless the caller `counted` already)."""
         results = []
-        if not counted and self.models is not None:
-            with stage("router.signal.complexity"):
-                results.append(
-                    complexity.evaluate(
-                        text,
-                        self._pools,
-                        self.settings.routing.complexity,
-                        self.models.encoder.count_tokens,
-                    )
-                )
-        with stage("router.signal.embedding"):
-            results.append(signals.routes.evaluate(embedding, self._pools))
+        if signals.routes is not None:
+            with stage("router.signal.embedding"):
+                results.append(signals.routes.evaluate(embedding, self._pools))
         with stage("router.signal.domain"):
             results.append(signals.domain.evaluate(embedding, self._pools))
         with stage("router.signal.preference"):

@@ -105,16 +105,20 @@ def _fit_jailbreak(
     )
 
 
+def _fit_all(encoder: TextEncoder, ident: str, data: Path) -> Fitted:
+    return {
+        name: (_fit(encoder, ident, examples), examples)
+        for name in HEADS
+        for examples in [head_examples(name, data)]
+    }
+
+
 def _fit_heads(
     settings: ModelSettings, data: Path
 ) -> tuple[Encoder, Fitted, tuple[JailbreakClassifier, JailbreakClassifier]]:
     encoder = _encoder(settings)
     ident = encoder_id(settings)
-    heads = {}
-    for name in HEADS:
-        examples = head_examples(name, data)
-        heads[name] = (_fit(encoder, ident, examples), examples)
-    return encoder, heads, _fit_jailbreak(encoder, ident, data)
+    return encoder, _fit_all(encoder, ident, data), _fit_jailbreak(encoder, ident, data)
 
 
 def _fit_static(settings: ModelSettings, data: Path) -> tuple[StaticEncoder, Fitted] | None:
@@ -122,12 +126,7 @@ def _fit_static(settings: ModelSettings, data: Path) -> tuple[StaticEncoder, Fit
     if settings.cascade_confidence is None:
         return None
     encoder = StaticEncoder(settings.static)
-    ident = static_id(settings)
-    heads = {}
-    for name in HEADS:
-        examples = head_examples(name, data)
-        heads[name] = (_fit(encoder, ident, examples), examples)
-    return encoder, heads
+    return encoder, _fit_all(encoder, static_id(settings), data)
 
 
 def _static_models(fitted: tuple[StaticEncoder, Fitted] | None) -> StaticModels | None:
@@ -211,13 +210,8 @@ def evaluate(settings: Settings, data: Path) -> str:
                 lines += [*_confusion(pairs, head.labels), ""]
         if variant == settings.model.variant:
             static = _fit_static(model_settings, data)
-            for name, (head, examples) in (static[1] if static else {}).items():
-                accuracy, pairs = _accuracy(static[0], head, examples)  # type: ignore[index]
-                lines += [
-                    f"## {name} head, static embedding (the cascade's first stage): top-1 "
-                    f"{accuracy:.1%} on {len(pairs)} held-out prompts",
-                    "",
-                ]
+            if static is not None:
+                lines += _static_lines(*static)
             models = Models(
                 model_settings,
                 encoder,
@@ -232,6 +226,18 @@ def evaluate(settings: Settings, data: Path) -> str:
     lines += _safety_report(settings, models, data)
     lines += asyncio.run(_routing_report(settings, models, data))
     return "\n".join(lines) + "\n"
+
+
+def _static_lines(encoder: StaticEncoder, heads: Fitted) -> list[str]:
+    lines = []
+    for name, (head, examples) in heads.items():
+        accuracy, pairs = _accuracy(encoder, head, examples)
+        lines += [
+            f"## {name} head, static embedding (the cascade's first stage): top-1 "
+            f"{accuracy:.1%} on {len(pairs)} held-out prompts",
+            "",
+        ]
+    return lines
 
 
 def _complexity_rows(data: Path) -> list[dict[str, str]]:

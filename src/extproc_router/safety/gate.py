@@ -116,8 +116,7 @@ class Safety:
         has been through `jailbreak_screen` already, so its patterns are known not to match."""
         started = time.perf_counter()
         if screened:
-            config = self.settings.jailbreak
-            texts = _bounded(message_texts(request.body, config.roles), config.max_scan_chars)
+            texts = self._scanned_texts(request)
         else:
             texts, found = self._patterns_in(request)
             if found is not None:
@@ -146,7 +145,7 @@ class Safety:
         started = time.perf_counter()
         if not config.enabled:
             return [], JailbreakVerdict(0.0, "allow")
-        texts = _bounded(message_texts(request.body, config.roles), config.max_scan_chars)
+        texts = self._scanned_texts(request)
         for text in texts:
             found = match_patterns(text, self._patterns)
             if found is not None:
@@ -155,6 +154,11 @@ class Safety:
                     verdict, family=found.family, matched=found.matched
                 )
         return texts, None
+
+    def _scanned_texts(self, request: ParsedRequest) -> list[str]:
+        """What the jailbreak check reads: the configured roles, newest first, within budget."""
+        config = self.settings.jailbreak
+        return _bounded(message_texts(request.body, config.roles), config.max_scan_chars)
 
     def _verdict(self, score: float, started: float) -> JailbreakVerdict:
         config = self.settings.jailbreak
