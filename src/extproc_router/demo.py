@@ -62,8 +62,13 @@ class _Pool:
         self.endpoint = endpoint
         self.accepted = frozenset(accepted)
 
-    def _headers(self) -> dict[str, str]:
-        return {"x-demo-pool": self.pool.name, "x-demo-endpoint": self.endpoint}
+    def _headers(self, request: web.Request | None = None) -> dict[str, str]:
+        headers = {"x-demo-pool": self.pool.name, "x-demo-endpoint": self.endpoint}
+        if request is not None:
+            # What arrived, by name only (like httpbin's /headers): lets a caller check which
+            # headers the proxy let through to the model server.
+            headers["x-demo-received"] = ",".join(sorted(name.lower() for name in request.headers))
+        return headers
 
     async def models(self, request: web.Request) -> web.Response:
         data = [
@@ -130,7 +135,7 @@ class _Pool:
             "choices": [choice],
             "usage": usage,
         }
-        return web.json_response(result, headers=self._headers())
+        return web.json_response(result, headers=self._headers(request))
 
     async def _stream(
         self,
@@ -146,7 +151,7 @@ class _Pool:
             headers={
                 "content-type": "text/event-stream",
                 "cache-control": "no-cache",
-                **self._headers(),
+                **self._headers(request),
             }
         )
         await response.prepare(request)

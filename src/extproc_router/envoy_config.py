@@ -26,6 +26,9 @@ _EARLY_HEADER_MUTATION = (
     "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
 )
 
+# Headers the router sets; one a client sends is removed before anything reads it.
+_ROUTER_HEADERS = "x-router-"
+
 _LOCAL_REPLY_CODES = {
     413: ("invalid_request_error", "request_too_large"),
     500: ("server_error", "internal_error"),
@@ -206,23 +209,50 @@ def _ext_proc_filter(settings: Settings) -> dict[str, Any]:
 
 
 def _routes(settings: Settings) -> list[dict[str, Any]]:
+    """Per match, first the request the router routed (it set the cluster header), then the
+    one it did not: a path it passes through, or fail-open let the request continue while the
+    router was down. Guarded matches come first and turn fail-open off for themselves."""
     envoy = settings.envoy
     action = {
         "timeout": f"{envoy.route_timeout_s}s",
         "idle_timeout": f"{envoy.stream_idle_timeout_s}s",
     }
+    routed: dict[str, Any] = {"name": envoy.cluster_header, "present_match": True}
+    fail_closed = {
+        "envoy.filters.http.ext_proc": {
+            "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+            "overrides": {"failure_mode_allow": False},
+        }
+    }
+    routes: list[dict[str, Any]] = []
+    for index, guard in enumerate(envoy.guarded_routes):
+        headers: list[dict[str, Any]] = []
+        if guard.header is not None:
+            headers.append(
+                {"name": guard.header, "string_match": {"exact": guard.value}}
+                if guard.value is not None
+                else {"name": guard.header, "present_match": True}
+            )
+        for suffix, extra, target in (
+            ("routed", [routed], {"cluster_header": envoy.cluster_header}),
+            ("default", [], {"cluster": settings.routing.default_pool}),
+        ):
+            routes.append(
+                {
+                    "name": f"guarded_{index}_{suffix}",
+                    "match": {"prefix": guard.prefix, "headers": headers + extra},
+                    "route": {**target, **action},
+                    "typed_per_filter_config": fail_closed,
+                }
+            )
     return [
+        *routes,
         {
             "name": "routed",
-            "match": {
-                "prefix": "/",
-                "headers": [{"name": envoy.cluster_header, "present_match": True}],
-            },
+            "match": {"prefix": "/", "headers": [routed]},
             "route": {"cluster_header": envoy.cluster_header, **action},
         },
         {
-            # No cluster header: a path the router passes through, or the router is down and
-            # fail-open let the request continue. Either way the default pool answers.
             "name": "default",
             "match": {"prefix": "/"},
             "route": {"cluster": settings.routing.default_pool, **action},
@@ -256,14 +286,18 @@ def render_envoy(settings: Settings) -> dict[str, Any]:
         if envoy.access_log
         else [],
         # The cluster header is a trust boundary: a client must never pick its own pool, least
-        # of all when fail-open skips the router. Early header mutation runs before the route is
-        # chosen; an HTTP filter would run after the route had already been cached.
+        # of all when fail-open skips the router; nor may it pass off headers as the router's.
+        # Early header mutation runs before the route is chosen; an HTTP filter would run after
+        # the route had already been cached.
         "early_header_mutation_extensions": [
             {
                 "name": "envoy.http.early_header_mutation.header_mutation",
                 "typed_config": {
                     "@type": _TYPE + _EARLY_HEADER_MUTATION,
-                    "mutations": [{"remove": envoy.cluster_header}],
+                    "mutations": [
+                        {"remove": envoy.cluster_header},
+                        {"remove_on_match": {"key_matcher": {"prefix": _ROUTER_HEADERS}}},
+                    ],
                 },
             }
         ],

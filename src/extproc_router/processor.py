@@ -8,6 +8,7 @@ requests, asks the `Router` for a decision and applies it.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ Headers = dict[str, str]
 _JSON_TYPES = ("application/json",)
 # A JSON answer up to this size is read whole, in one message; larger ones chunk by chunk.
 _BUFFERED_BODY_LIMIT = 256 * 1024
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 _OPERATIONS = {"chat_completions": "chat", "completions": "text_completion"}
 # Blocks by the safety policy, as opposed to requests refused as malformed.
 _BLOCK_REASONS = {"content_policy_violation": "jailbreak", "pii_policy_violation": "pii"}
@@ -104,9 +106,11 @@ class LLMProcessor:
         return self._decision_id
 
     def identify(self, headers: Headers) -> None:
-        """Envoy's request id names the decision, so logs, audit and access log line up."""
+        """Envoy's request id names the decision, so logs, audit and access log line up; a
+        client can send its own, so one that could forge a log line is replaced."""
         self._started = time.perf_counter()
-        self._decision_id = headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = headers.get("x-request-id", "")
+        self._decision_id = request_id if _REQUEST_ID.match(request_id) else uuid.uuid4().hex
 
     async def on_request_headers(
         self, headers: Headers, end_of_stream: bool

@@ -93,6 +93,24 @@ class ServerSettings(_Frozen):
     min_ping_interval_ms: int = Field(default=5_000, ge=0)
 
 
+class GuardedRoute(_Frozen):
+    """Requests that never skip the router: while it is down or late they get Envoy's
+    `status_on_error`, even when `failure_mode_allow` lets all other requests through (e.g. a
+    tenant whose PII policy is `block`)."""
+
+    prefix: str = Field(default="/", pattern=r"^/")
+    # A request header that must be present, or equal `value` when that is set.
+    header: str | None = None
+    value: str | None = None
+
+    @field_validator("header")
+    @classmethod
+    def _lowercase_header(cls, value: str | None) -> str | None:
+        if value is not None and not _HEADER_NAME.match(value):
+            raise ValueError("must be a lowercase HTTP header name, e.g. x-tenant")
+        return value
+
+
 class EnvoySettings(_Frozen):
     """What `render-envoy` puts into Envoy's config; the router itself only needs the header."""
 
@@ -101,6 +119,7 @@ class EnvoySettings(_Frozen):
     cluster_header: str = "x-router-cluster"
     message_timeout_ms: int = Field(default=2_000, ge=1_000, le=60_000)
     failure_mode_allow: bool = True
+    guarded_routes: tuple[GuardedRoute, ...] = ()
     # 503 when the router fails and fail-open is off; Envoy's own default is 500.
     status_on_error: int = Field(default=503, ge=400, le=599)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)

@@ -80,6 +80,14 @@ async def test_routed_request_sets_cluster_rewrites_model_and_tags_response(
     }
 
 
+async def test_a_request_id_that_could_forge_a_log_line_is_replaced(ext_proc_stub: Stub) -> None:
+    forged = request_headers(extra={"x-request-id": 'req-1"} {"decision_id": "x'})
+    _, body = await exchange(ext_proc_stub, [forged, request_body(chat(PROOF))])
+    decision_id = set_headers(body.request_body.response.header_mutation)["x-router-decision-id"]
+    assert len(decision_id) == 32
+    assert decision_id.isalnum()
+
+
 async def test_served_model_name_keeps_the_body(ext_proc_stub: Stub) -> None:
     _, body = await exchange(
         ext_proc_stub, [request_headers(), request_body(chat("hi", "gemini-flash"))]

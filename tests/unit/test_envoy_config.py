@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from extproc_router.envoy_config import render_envoy, render_envoy_yaml
+from extproc_router.exceptions import ConfigError
 from extproc_router.settings import load_settings, override
 from extproc_router.stack import envoy_binary
 
@@ -107,7 +108,10 @@ def test_rendered_choices_that_envoy_defaults_get_wrong() -> None:
     filters = [f["name"] for f in hcm["typed_config"]["http_filters"]]
     assert filters == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
     early = hcm["typed_config"]["early_header_mutation_extensions"][0]["typed_config"]
-    assert early["mutations"] == [{"remove": "x-router-cluster"}]
+    assert early["mutations"] == [
+        {"remove": "x-router-cluster"},
+        {"remove_on_match": {"key_matcher": {"prefix": "x-router-"}}},
+    ]
     ext_proc = _filter(config, "envoy.filters.http.ext_proc")
     assert ext_proc["processing_mode"]["request_body_mode"] == "BUFFERED"
     assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"
@@ -129,3 +133,33 @@ def test_hostnames_use_dns_clusters() -> None:
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     assert clusters["small"]["type"] == "STRICT_DNS"
     assert clusters["medium"]["type"] == "STATIC"
+
+
+def test_guarded_routes_render_fail_closed_and_validate(tmp_path: Path) -> None:
+    guard = {"prefix": "/", "header": "x-tenant", "value": "hospital"}
+    settings = override(load_settings(), {"envoy.guarded_routes": [guard]})
+    path = tmp_path / "guarded.yaml"
+    path.write_text(render_envoy_yaml(settings))
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    routes = render_envoy(settings)["static_resources"]["listeners"][0]["filter_chains"][0][
+        "filters"
+    ][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert [route["name"] for route in routes] == [
+        "guarded_0_routed",
+        "guarded_0_default",
+        "routed",
+        "default",
+    ]
+    for route in routes[:2]:
+        override_ = route["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+        assert override_["overrides"] == {"failure_mode_allow": False}
+        assert {"name": "x-tenant", "string_match": {"exact": "hospital"}} in route["match"][
+            "headers"
+        ]
+    assert "typed_per_filter_config" not in routes[2]
+
+
+def test_a_guard_names_a_valid_header() -> None:
+    with pytest.raises(ConfigError, match="guarded_routes"):
+        override(load_settings(), {"envoy.guarded_routes": [{"header": "X Tenant"}]})
