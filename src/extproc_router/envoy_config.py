@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from extproc_router.mutations import METADATA_NAMESPACE, ROUTER_REPLY_KEY
 from extproc_router.settings import ListenAddress, PoolSettings, Settings
 
 __all__ = ["EXTPROC_CLUSTER", "OTEL_CLUSTER", "render_envoy", "render_envoy_yaml"]
@@ -152,14 +153,31 @@ def _local_reply_config() -> dict[str, Any]:
         "mappers": [
             {
                 "filter": {
-                    "status_code_filter": {
-                        "comparison": {
-                            "op": "EQ",
-                            "value": {
-                                "default_value": status,
-                                "runtime_key": f"extproc_router.{status}",
+                    "and_filter": {
+                        "filters": [
+                            {
+                                "status_code_filter": {
+                                    "comparison": {
+                                        "op": "EQ",
+                                        "value": {
+                                            "default_value": status,
+                                            "runtime_key": f"extproc_router.{status}",
+                                        },
+                                    }
+                                }
                             },
-                        }
+                            # Not an answer the router wrote itself (it has its own JSON).
+                            {
+                                "metadata_filter": {
+                                    "matcher": {
+                                        "filter": METADATA_NAMESPACE,
+                                        "path": [{"key": ROUTER_REPLY_KEY}],
+                                        "value": {"bool_match": False},
+                                    },
+                                    "match_if_key_not_found": True,
+                                }
+                            },
+                        ]
                     }
                 },
                 "body_format_override": {
@@ -195,6 +213,7 @@ def _ext_proc_filter(settings: Settings) -> dict[str, Any]:
             # The router asks for a response's body (to read its token usage) per response,
             # streamed chunk by chunk, only for requests it routed.
             "allow_mode_override": True,
+            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",

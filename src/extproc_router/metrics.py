@@ -58,6 +58,11 @@ STREAM_ERRORS = Counter(
 )
 
 
+STAGE_ERRORS = Counter(
+    "router_stage_errors",
+    "Stages that failed (raised, or their model erred), by stage and the on_error action taken.",
+    ["stage", "action"],
+)
 SIGNAL_LATENCY = Histogram(
     "signal_latency_ms",
     "Time each routing signal and safety stage took, in milliseconds.",

@@ -105,6 +105,11 @@ def route_request(headers: Mapping[str, str], body: bytes | None) -> ext_proc.Pr
     return ext_proc.ProcessingResponse(request_body=ext_proc.BodyResponse(response=common))
 
 
+# The dynamic metadata namespace (and key) the router's own error answers carry.
+METADATA_NAMESPACE = "extproc_router"
+ROUTER_REPLY_KEY = "router_reply"
+
+
 def error_body(error: RequestError) -> bytes:
     """The OpenAI error shape, so SDKs raise their usual typed exceptions."""
     return json.dumps(
@@ -125,7 +130,7 @@ def immediate_error(
 ) -> ext_proc.ProcessingResponse:
     """Answer the client directly: the request never reaches a pool."""
     all_headers = {"content-type": "application/json", **(headers or {})}
-    return ext_proc.ProcessingResponse(
+    response = ext_proc.ProcessingResponse(
         immediate_response=ext_proc.ImmediateResponse(
             status=http_status_pb2.HttpStatus(code=error.status),
             headers=_header_mutation(all_headers),
@@ -133,3 +138,7 @@ def immediate_error(
             details=f"extproc_router_{error.code}",
         )
     )
+    # Envoy's local_reply_config would give a 503 from the router Envoy's own generic JSON;
+    # this marks the answer as the router's, and the rendered mappers leave it alone.
+    response.dynamic_metadata.update({METADATA_NAMESPACE: {ROUTER_REPLY_KEY: True}})
+    return response

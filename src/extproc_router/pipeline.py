@@ -13,12 +13,14 @@ import asyncio
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from extproc_router.audit import AuditLog
 from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
+from extproc_router.failures import guard_async
 from extproc_router.request import ParsedRequest
 from extproc_router.routing import Decision, Router
 from extproc_router.safety.gate import JailbreakVerdict, PIIVerdict, Safety
@@ -63,6 +65,7 @@ class Pipeline:
         """`dry_run`: decide and explain, but leave no audit record (nothing is forwarded)."""
         started = time.perf_counter()
         settings = self.router.settings
+        deadline = time.monotonic() + settings.request_budget_s
         router = self.router
         planned = router.plan(request)
         embedding: Embeddings | None = None
@@ -80,14 +83,23 @@ class Pipeline:
         # named model, a keyword fast path or a confident static-embedding vote, whose text
         # the screen finds clearly benign.
         cheap = router.decide_static(request, planned) if planned[0] is None else None
-        with stage("router.safety.jailbreak"):
-            jailbreak = None
-            screened = cheap is not None or not router.needs_embedding(planned[0], request)
-            if screened:
-                jailbreak = self.safety.jailbreak_screen(request)
-            if jailbreak is None:
+        screened = cheap is not None or not router.needs_embedding(planned[0], request)
+
+        async def check() -> JailbreakVerdict:
+            nonlocal embedding
+            verdict = self.safety.jailbreak_screen(request) if screened else None
+            if verdict is None:
                 embedding = await embed()
-                jailbreak = self.safety.jailbreak(request, embedding, screened=screened)
+                verdict = self.safety.jailbreak(request, embedding, screened=screened)
+            return verdict
+
+        with stage("router.safety.jailbreak"):
+            jailbreak = await guard_async(
+                "jailbreak",
+                settings.on_error,
+                check,
+                lambda error: JailbreakVerdict(0.0, "allow", family="unchecked", matched=error),
+            )
         audit = functools.partial(
             _no_record if dry_run else self.audit.record,
             decision_id,
@@ -115,14 +127,43 @@ class Pipeline:
                 reason=f"jailbreak score "
                 f"{jailbreak.score:.2f}: hardened pool {pool.name}; was {decision.reason}",
             )
+        decision, pii, redacted = await self._pii(request, decision, audit, deadline)
+        audit("forwarded", decision=decision, pii=pii)
+        elapsed = (time.perf_counter() - started) * 1000
+        decision = dataclasses.replace(decision, latency_ms=elapsed)
+        body_changed = redacted or request.model != decision.model
+        return Outcome(decision, body_changed, jailbreak, pii, embed_ms)
+
+    async def _pii(
+        self,
+        request: ParsedRequest,
+        decision: Decision,
+        audit: Callable[..., None],
+        deadline: float,
+    ) -> tuple[Decision, PIIVerdict, bool]:
+        """The PII policy for the pool chosen: redact in place, move to a compliant pool, or
+        refuse."""
         scan = functools.partial(
-            self.safety.pii, request.body, decision.pool.name, decision.pool.compliant
+            self.safety.pii,
+            request.body,
+            decision.pool.name,
+            decision.pool.compliant,
+            deadline,
         )
         # Megabytes of text take a while to scan: off the event loop, so other streams go on.
         # A short prompt scans in microseconds, less than the hop to a thread would cost.
         large = request.size > _INLINE_SCAN_BYTES
+
+        async def run() -> tuple[PIIVerdict, bool]:
+            return await asyncio.to_thread(scan) if large else scan()
+
         with stage("router.safety.pii"):
-            pii, redacted = await asyncio.to_thread(scan) if large else scan()
+            pii, redacted = await guard_async(
+                "pii",
+                self.router.settings.on_error,
+                run,
+                lambda error: (PIIVerdict({}, "allow", {"unchecked": [error]}), False),
+            )
         if pii.action == "block":
             audit("blocked_pii", decision=decision, pii=pii)
             raise RequestError(
@@ -133,7 +174,7 @@ class Pipeline:
                 code="pii_policy_violation",
             )
         if pii.action == "route":
-            decision, pii, redacted = self._route_to_compliant(request, decision, pii)
+            decision, pii, redacted = self._route_to_compliant(request, decision, pii, deadline)
             if pii.action == "block":
                 audit("blocked_pii", decision=decision, pii=pii)
                 raise RequestError(
@@ -141,20 +182,16 @@ class Pipeline:
                     status=400,
                     code="pii_policy_violation",
                 )
-        audit("forwarded", decision=decision, pii=pii)
-        elapsed = (time.perf_counter() - started) * 1000
-        decision = dataclasses.replace(decision, latency_ms=elapsed)
-        body_changed = redacted or request.model != decision.model
-        return Outcome(decision, body_changed, jailbreak, pii, embed_ms)
+        return decision, pii, redacted
 
     def _route_to_compliant(
-        self, request: ParsedRequest, decision: Decision, pii: PIIVerdict
+        self, request: ParsedRequest, decision: Decision, pii: PIIVerdict, deadline: float
     ) -> tuple[Decision, PIIVerdict, bool]:
         """The best-scoring compliant pool (the vote's order, else config order)."""
         pools = [p for p in self.router.settings.pools if p.compliant]
         pools.sort(key=lambda p: -decision.scores.get(p.name, 0.0))
         pool = pools[0]
-        verdict, redacted = self.safety.pii(request.body, pool.name, True)
+        verdict, redacted = self.safety.pii(request.body, pool.name, True, deadline)
         kinds = ", ".join(sorted(pii.counts))
         reason = f"PII ({kinds}) goes to compliant pools only; was {decision.pool.name}"
         return (

@@ -7,12 +7,21 @@ The body is validated only as far as routing depends on it (shape of `model`, `m
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from extproc_router.exceptions import RequestError
 
-__all__ = ["API_PATHS", "Api", "ParsedRequest", "api_for_path", "encode_body", "parse_body"]
+__all__ = [
+    "API_PATHS",
+    "MAX_MESSAGES",
+    "Api",
+    "ParsedRequest",
+    "api_for_path",
+    "encode_body",
+    "parse_body",
+]
 
 Api = Literal["chat_completions", "completions"]
 
@@ -56,7 +65,13 @@ def parse_body(api: Api, raw: bytes) -> ParsedRequest:
             f"the request body is not valid UTF-8 (byte {error.start})", code="invalid_encoding"
         ) from None
     try:
-        body = json.loads(text)
+        body = json.loads(text, object_pairs_hook=_unique_keys)
+    except DuplicateKeyError as error:
+        raise RequestError(
+            f"the request body repeats the key {error.key!r} in one object; parsers disagree on "
+            "which copy counts, so the router would check one and the model read the other",
+            code="duplicate_key",
+        ) from None
     except json.JSONDecodeError as error:
         raise RequestError(
             f"the request body is not valid JSON: {error.msg} at line {error.lineno} "
@@ -69,6 +84,9 @@ def parse_body(api: Api, raw: bytes) -> ParsedRequest:
         raise RequestError(
             f"the request body must be a JSON object, not {_json_type(body)}", code="invalid_json"
         )
+    if _SURROGATE_ESCAPE.search(text):
+        # A pair decodes to one character; a lone half can be neither scanned nor sent on.
+        encode_body(body)
 
     model = body.get("model")
     if model is not None and not isinstance(model, str):
@@ -87,6 +105,26 @@ def parse_body(api: Api, raw: bytes) -> ParsedRequest:
     return ParsedRequest(api, model, bool(stream), body, prompt, system, context, len(raw))
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key[:64])
+            seen.add(key)
+    return result
+
+
 def encode_body(body: dict[str, Any]) -> bytes:
     """Serialise a rewritten body compactly; lone surrogates from `\\ud800`-style escapes cannot
     be sent on as UTF-8, so they are a client error rather than a crash."""
@@ -102,6 +140,9 @@ def encode_body(body: dict[str, Any]) -> bytes:
 _SYSTEM_ROLES = ("system", "developer")
 
 
+# Far beyond any model's context, and it bounds the per-message work of the safety scans.
+MAX_MESSAGES = 4096
+
 # Earlier turns kept for the signals' optional context window (`routing.context_chars`).
 _CONTEXT_LIMIT = 4000
 
@@ -116,6 +157,12 @@ def _chat_prompt(body: dict[str, Any]) -> tuple[str, str, str]:
     if not isinstance(messages, list) or not messages:
         raise RequestError(
             "'messages' must be a non-empty array", code="invalid_type", param="messages"
+        )
+    if len(messages) > MAX_MESSAGES:
+        raise RequestError(
+            f"'messages' has {len(messages)} items; at most {MAX_MESSAGES} are accepted",
+            code="too_many_messages",
+            param="messages",
         )
     last_user, last_index = "", -1
     system = []

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
+from extproc_router.failures import guard, guard_async
 from extproc_router.models import Models, ModelSignals
 from extproc_router.request import ParsedRequest
 from extproc_router.settings import PoolSettings, Settings
@@ -94,6 +95,8 @@ class Decision:
 
 def _brief(signal: SignalResult) -> str:
     evidence = signal.evidence
+    if "error" in evidence:
+        return "error"
     if signal.abstained:
         return "-"
     if signal.name == "keyword":
@@ -149,6 +152,18 @@ class Router:
         self._signals = models.signals(settings) if models is not None else None
         self._static = models.static if models is not None else None
         self._static_signals = models.static_signals(settings) if models is not None else None
+        self._on_error = settings.on_error
+
+    def _signal(self, name: str, run: Callable[[], SignalResult]) -> SignalResult:
+        """A signal that fails abstains, with the error as its evidence (or the request gets a
+        503, as `on_error` says)."""
+        with stage(f"router.signal.{name}"):
+            return guard(
+                name,
+                self._on_error,
+                run,
+                lambda error: SignalResult(name, {}, {"abstained": "failed", "error": error}),
+            )
 
     @property
     def known_models(self) -> list[str]:
@@ -170,9 +185,14 @@ class Router:
         text."""
         if self.models is None or not text.strip():
             return None
-        embeddings = await asyncio.to_thread(self.models.encoder.embed, [text])
-        embedding: Embeddings = embeddings[0]
-        return embedding
+        encoder = self.models.encoder
+
+        async def run() -> Embeddings | None:
+            embeddings = await asyncio.to_thread(encoder.embed, [text])
+            embedding: Embeddings = embeddings[0]
+            return embedding
+
+        return await guard_async("encoder", self._on_error, run, lambda _error: None)
 
     def plan(self, request: ParsedRequest) -> tuple[Decision | None, SignalResult]:
         """What can be decided without any model: a named model, or a short-circuit keyword
@@ -193,8 +213,7 @@ class Router:
             empty = SignalResult("keyword", {})
             return Decision(pool, "model", reason, latency_ms=_since(started)), empty
         text = self.classification_text(request)
-        with stage("router.signal.keyword"):
-            keyword = self._keywords.evaluate(text, self._pools)
+        keyword = self._signal("keyword", lambda: self._keywords.evaluate(text, self._pools))
         if not keyword.abstained and keyword.evidence["short_circuit"]:
             pool = max(self._pools, key=lambda p: keyword.scores[p.name])
             reason = f"keyword rule {keyword.evidence['rule']!r} decides at once"
@@ -224,8 +243,13 @@ class Router:
         text = self.classification_text(request)
         if not text.strip():
             return None
+        encoder = self._static.encoder
         with stage("router.embed.static"):
-            embedding = self._static.encoder.embed([text])[0]
+            embedding = guard(
+                "encoder", self._on_error, lambda: encoder.embed([text])[0], lambda _error: None
+            )
+        if embedding is None:
+            return None
         results = [
             planned[1],
             self._complexity(text),
@@ -268,20 +292,23 @@ class Router:
     def _complexity(self, text: str) -> SignalResult:
         """Real tokens with the models loaded, words without them."""
         count = self.models.encoder.count_tokens if self.models else (lambda t: len(t.split()))
-        with stage("router.signal.complexity"):
-            return complexity.evaluate(text, self._pools, self.settings.routing.complexity, count)
+        config = self.settings.routing.complexity
+        return self._signal(
+            "complexity", lambda: complexity.evaluate(text, self._pools, config, count)
+        )
 
     def _embedding_signals(
         self, text: str, embedding: Embeddings, signals: ModelSignals
     ) -> list[SignalResult]:
+        pools = self._pools
         results = []
-        if signals.routes is not None:
-            with stage("router.signal.embedding"):
-                results.append(signals.routes.evaluate(embedding, self._pools))
-        with stage("router.signal.domain"):
-            results.append(signals.domain.evaluate(embedding, self._pools))
-        with stage("router.signal.preference"):
-            results.append(signals.preference.evaluate(embedding, text, self._pools))
+        routes = signals.routes
+        if routes is not None:
+            results.append(self._signal("embedding", lambda: routes.evaluate(embedding, pools)))
+        results.append(self._signal("domain", lambda: signals.domain.evaluate(embedding, pools)))
+        results.append(
+            self._signal("preference", lambda: signals.preference.evaluate(embedding, text, pools))
+        )
         return results
 
     def _elect(self, results: list[SignalResult], started: float) -> Decision:

@@ -89,6 +89,10 @@ class ServerSettings(_Frozen):
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     # Seconds to keep serving open streams after SIGTERM, while health says NOT_SERVING.
     drain_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Wall-clock time one request may take in the router (PII scans of megabytes are what can
+    # take long). Past it the request is refused with a 503, below Envoy's message timeout:
+    # a timeout would let fail-open forward the body unscanned. None: 3/4 of that timeout.
+    request_budget_ms: int | None = Field(default=None, ge=100, le=60_000)
     # Must not be larger than Envoy's keepalive interval, or the server answers GOAWAY.
     min_ping_interval_ms: int = Field(default=5_000, ge=0)
 
@@ -109,6 +113,26 @@ class GuardedRoute(_Frozen):
         if value is not None and not _HEADER_NAME.match(value):
             raise ValueError("must be a lowercase HTTP header name, e.g. x-tenant")
         return value
+
+
+OnError = Literal["allow", "block"]
+
+
+class OnErrorSettings(_Frozen):
+    """What a stage that fails (raises, or its model errs at inference) does to the request:
+    `allow` goes on without it and says so in the explanation; `block` answers 503 and forwards
+    nothing. A safety check skipped would forward text nobody checked, hence `block` there."""
+
+    keyword: OnError = "allow"
+    # The sentence encoders (transformer and static): without them the model signals abstain
+    # and the jailbreak check has its patterns only.
+    encoder: OnError = "allow"
+    embedding: OnError = "allow"
+    domain: OnError = "allow"
+    complexity: OnError = "allow"
+    preference: OnError = "allow"
+    jailbreak: OnError = "block"
+    pii: OnError = "block"
 
 
 class EnvoySettings(_Frozen):
@@ -431,6 +455,7 @@ class Settings(_Frozen):
     routing: RoutingSettings
     safety: SafetySettings = SafetySettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    on_error: OnErrorSettings = OnErrorSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -445,6 +470,11 @@ class Settings(_Frozen):
             if pool.name == name:
                 return pool
         raise KeyError(name)
+
+    @property
+    def request_budget_s(self) -> float:
+        budget = self.server.request_budget_ms
+        return (budget if budget is not None else self.envoy.message_timeout_ms * 0.75) / 1000
 
     @property
     def fallback_pool(self) -> PoolSettings:
@@ -514,6 +544,12 @@ def _reference_problems(settings: Settings) -> list[str]:
     }
     if routes_pii and not any(pool.compliant for pool in settings.pools):
         problems.append("safety.pii: action 'route' needs a pool marked compliant: true")
+    budget = settings.server.request_budget_ms
+    if budget is not None and budget >= settings.envoy.message_timeout_ms:
+        problems.append(
+            "server.request_budget_ms: must be below envoy.message_timeout_ms "
+            f"({settings.envoy.message_timeout_ms}), or Envoy gives up on the router first"
+        )
     return problems
 
 

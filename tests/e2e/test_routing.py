@@ -124,6 +124,24 @@ def test_unknown_model_is_a_404_listing_models(client: openai.OpenAI) -> None:
             "unsupported_media_type",
         ),
         (b"[" * 50_000, {"content-type": "application/json"}, 400, "invalid_json"),
+        (
+            b'{"model": "auto", "model": "gpt-5.2", "messages": [{"role": "user"}]}',
+            {"content-type": "application/json"},
+            400,
+            "duplicate_key",
+        ),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "\\ud800 x"}]}',
+            {"content-type": "application/json"},
+            400,
+            "invalid_encoding",
+        ),
+        (
+            b'{"messages": [' + b",".join([b'{"role": "user", "content": "x"}'] * 100_000) + b"]}",
+            {"content-type": "application/json"},
+            400,
+            "too_many_messages",
+        ),
     ],
 )
 def test_bad_input_gets_a_json_error(
@@ -162,16 +180,22 @@ def test_client_cannot_pick_its_own_pool(stack: Stack) -> None:
     assert passthrough.headers["x-demo-pool"] == "small"
 
 
-def test_big_body_within_the_limit_is_routed(stack: Stack) -> None:
-    prompt = PROOF + " " + "x" * (10 * 1024 * 1024)  # above gRPC's 4 MiB message default
+@pytest.mark.parametrize("size", [32 * 1024, 1024 * 1024, 10 * 1024 * 1024], ids=str)
+def test_big_bodies_within_the_limit_are_routed_and_scanned(stack: Stack, size: int) -> None:
+    # Prose with numbers in it, the costly kind for the PII scan; above gRPC's 4 MiB default
+    # message size at 10 MiB. The address at both ends must come back redacted.
+    filler = "Section 12 of the 2024 report covers 3 regions and 45 offices. "
+    middle = filler * (size // len(filler))
+    prompt = f"{PROOF} Mail jane.doe@example.com. {middle} Again: jane.doe@example.com."
     response = httpx.post(
         stack.url + "/v1/chat/completions",
         json={"model": "auto", "messages": [{"role": "user", "content": prompt}]},
         timeout=60,
     )
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text[:300]
     assert response.headers["x-router-pool"] == "large"
-    assert response.json()["choices"][0]["message"]["content"] == prompt
+    echoed = response.json()["choices"][0]["message"]["content"]
+    assert echoed == prompt.replace("jane.doe@example.com", "[EMAIL_1]")
 
 
 def test_body_over_the_limit_is_a_json_413(stack: Stack) -> None:

@@ -68,6 +68,15 @@ def test_missing_model_means_auto() -> None:
         (b'{"messages": [{"content": "no role"}]}', "invalid_type"),
         (b'{"messages": [{"role": "user", "content": 5}]}', "invalid_type"),
         (b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "invalid_type"),
+        # A lone surrogate half decodes but cannot be encoded again (nor tokenised).
+        (b'{"messages": [{"role": "user", "content": "\\udc00 x"}]}', "invalid_encoding"),
+        # The router would scan one copy, a model server might read the other.
+        (b'{"model": "a", "model": "b", "messages": [{"role": "user"}]}', "duplicate_key"),
+        (b'{"messages": [{"role": "user", "content": "hi", "content": "bye"}]}', "duplicate_key"),
+        (
+            b'{"messages": [' + b",".join([b'{"role": "user", "content": "x"}'] * 4097) + b"]}",
+            "too_many_messages",
+        ),
     ],
 )
 def test_bad_chat_bodies(raw: bytes, code: str) -> None:
@@ -100,11 +109,12 @@ def test_encode_body_round_trips_unicode_compactly() -> None:
 
 
 def test_lone_surrogate_is_a_client_error() -> None:
-    parsed = parse_body(
-        "chat_completions", b'{"messages": [{"role": "user", "content": "\\ud800"}]}'
-    )
     with pytest.raises(RequestError, match="surrogate"):
-        encode_body(parsed.body)
+        encode_body({"messages": [{"role": "user", "content": "\ud800"}]})
+    paired = parse_body(
+        "chat_completions", b'{"messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'
+    )
+    assert paired.prompt == "\U0001f600"
 
 
 def test_context_is_the_bounded_tail_of_earlier_turns() -> None:

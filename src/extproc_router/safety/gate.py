@@ -20,7 +20,7 @@ from extproc_router.exceptions import RequestError
 from extproc_router.request import ParsedRequest
 from extproc_router.safety.classifier import JailbreakClassifier
 from extproc_router.safety.jailbreak import compile_patterns, match_patterns
-from extproc_router.safety.pii import PIIScanner, Redactor
+from extproc_router.safety.pii import PIIScanner, Redactor, ScanBudgetExceeded
 from extproc_router.settings import PIISettings, SafetySettings
 
 __all__ = ["JailbreakVerdict", "PIIVerdict", "Safety", "message_texts"]
@@ -61,27 +61,53 @@ class PIIVerdict:
         }
 
 
-def message_texts(body: dict[str, Any], roles: tuple[str, ...] | None = None) -> Iterator[str]:
-    """Every text in the request that reaches the model, newest message first."""
+# Where a string that reaches the model lives in the body: its container and its key.
+Slot = tuple[dict[str, Any] | list[Any], Any]
+
+
+def text_slots(body: dict[str, Any], roles: tuple[str, ...] | None = None) -> Iterator[Slot]:
+    """Every string in the request that reaches the model, in body order: message contents and
+    their text parts, the arguments of earlier tool calls (JSON text the model reads back), and
+    completion prompts."""
     messages = body.get("messages")
     if isinstance(messages, list):
-        for message in reversed(messages):
+        for message in messages:
             if not isinstance(message, dict) or (
                 roles is not None and message.get("role") not in roles
             ):
                 continue
             content = message.get("content")
             if isinstance(content, str):
-                yield content
+                yield message, "content"
             elif isinstance(content, list):
                 for part in content:
                     if isinstance(part, dict) and isinstance(part.get("text"), str):
-                        yield part["text"]
+                        yield part, "text"
+            yield from _call_arguments(message)
     prompt = body.get("prompt")
     if isinstance(prompt, str):
-        yield prompt
+        yield body, "prompt"
     elif isinstance(prompt, list):
-        yield from (item for item in prompt if isinstance(item, str))
+        yield from ((prompt, index) for index, item in enumerate(prompt) if isinstance(item, str))
+
+
+def _call_arguments(message: dict[str, Any]) -> Iterator[Slot]:
+    calls = message.get("tool_calls")
+    functions = (
+        [call.get("function") for call in calls if isinstance(call, dict)]
+        if isinstance(calls, list)
+        else []
+    )
+    functions.append(message.get("function_call"))  # the deprecated single-call form
+    for function in functions:
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            yield function, "arguments"
+
+
+def message_texts(body: dict[str, Any], roles: tuple[str, ...] | None = None) -> Iterator[str]:
+    """Every text in the request that reaches the model, newest first."""
+    for holder, key in reversed(list(text_slots(body, roles))):
+        yield holder[key]
 
 
 def _bounded(texts: Iterator[str], budget: int) -> list[str]:
@@ -121,7 +147,10 @@ class Safety:
             texts, found = self._patterns_in(request)
             if found is not None:
                 return found
-        score = self._head.score(texts, embedding) if self._head is not None else 0.0
+        # Without an embedding (the encoder failed and its on_error allows going on), the
+        # text-only classifier judges.
+        head = self._head if embedding is not None else self._screen
+        score = head.score(texts, embedding) if head is not None else 0.0
         return self._verdict(score, started)
 
     def jailbreak_screen(self, request: ParsedRequest) -> JailbreakVerdict | None:
@@ -172,15 +201,19 @@ class Safety:
         family = "classifier" if score >= config.flag_threshold else None
         return JailbreakVerdict(score, action, family, None, (time.perf_counter() - started) * 1000)
 
-    def pii(self, body: dict[str, Any], pool: str, compliant: bool) -> tuple[PIIVerdict, bool]:
+    def pii(
+        self, body: dict[str, Any], pool: str, compliant: bool, deadline: float | None = None
+    ) -> tuple[PIIVerdict, bool]:
         """Scans and, where the policy says redact, rewrites `body` in place; returns the
-        verdict and whether the body changed."""
+        verdict and whether the body changed. A scan that cannot finish by `deadline`
+        (`time.monotonic()`) refuses the request: past it, Envoy would give up on the router
+        and, failing open, forward the body unscanned."""
         config = self.settings.pii
         started = time.perf_counter()
         if not config.enabled:
             return PIIVerdict({}, "allow"), False
-        texts = list(message_texts(body))
-        if sum(map(len, texts)) > config.max_scan_chars:
+        slots = list(text_slots(body))
+        if sum(len(holder[key]) for holder, key in slots) > config.max_scan_chars:
             # Unscanned text could carry anything: refuse rather than forward it unchecked.
             raise RequestError(
                 f"the request has more text than the PII scan covers "
@@ -189,9 +222,20 @@ class Safety:
                 code="pii_scan_limit",
             )
         counts: Counter[str] = Counter()
-        for text in texts:
-            for finding in self._scanner.scan(text):
-                counts[finding.kind] += 1
+        scanned = []
+        for holder, key in slots:
+            try:
+                findings = self._scanner.scan(holder[key], deadline)
+            except ScanBudgetExceeded:
+                raise RequestError(
+                    "the router could not scan this request for personal data within its time "
+                    "budget; it was not forwarded (send less text, or retry later)",
+                    status=503,
+                    code="request_budget_exceeded",
+                ) from None
+            if findings:
+                counts.update(finding.kind for finding in findings)
+                scanned.append((holder, key, findings))
         if not counts:
             return PIIVerdict({}, "allow", latency_ms=(time.perf_counter() - started) * 1000), False
         by_action: dict[str, list[str]] = {}
@@ -207,7 +251,14 @@ class Safety:
             overall = "allow"
         changed = False
         if overall == "redact":
-            changed = _redact(body, self._scanner, set(by_action["redact"]))
+            # In body order, so [EMAIL_1] is the first address in the conversation.
+            redactor = Redactor()
+            kinds = set(by_action["redact"])
+            for holder, key, findings in scanned:
+                kept = [finding for finding in findings if finding.kind in kinds]
+                if kept:
+                    holder[key] = redactor.redact(holder[key], kept)
+                    changed = True
         elapsed = (time.perf_counter() - started) * 1000
         return PIIVerdict(dict(counts), overall, by_action, elapsed), changed
 
@@ -215,37 +266,3 @@ class Safety:
 def _action(config: PIISettings, pool: str, kind: str) -> str:
     pool_rules = config.pool_actions.get(pool, {})
     return pool_rules.get(kind) or config.actions.get(kind) or config.default_action
-
-
-def _redact(body: dict[str, Any], scanner: PIIScanner, kinds: set[str]) -> bool:
-    redactor = Redactor()
-
-    def clean(text: str) -> str:
-        findings = [f for f in scanner.scan(text) if f.kind in kinds]
-        return redactor.redact(text, findings) if findings else text
-
-    changed = False
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for message in messages:
-            if not isinstance(message, dict):
-                continue
-            content = message.get("content")
-            if isinstance(content, str):
-                new = clean(content)
-                changed |= new != content
-                message["content"] = new
-            elif isinstance(content, list):
-                for part in content:
-                    if isinstance(part, dict) and isinstance(part.get("text"), str):
-                        new = clean(part["text"])
-                        changed |= new != part["text"]
-                        part["text"] = new
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        body["prompt"] = clean(prompt)
-        changed |= body["prompt"] != prompt
-    elif isinstance(prompt, list):
-        body["prompt"] = [clean(p) if isinstance(p, str) else p for p in prompt]
-        changed |= body["prompt"] != prompt
-    return changed
