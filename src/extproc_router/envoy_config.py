@@ -23,6 +23,7 @@ EXTPROC_CLUSTER = "extproc_router"
 OTEL_CLUSTER = "opentelemetry_collector"
 
 _TYPE = "type.googleapis.com/"
+_EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 _EARLY_HEADER_MUTATION = (
     "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
 )
@@ -51,6 +52,11 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _host_port(endpoint: str) -> tuple[str, int]:
+    host, port = endpoint.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
 def _load_assignment(name: str, endpoints: list[tuple[str, int]]) -> dict[str, Any]:
     return {
         "cluster_name": name,
@@ -72,7 +78,7 @@ def _load_assignment(name: str, endpoints: list[tuple[str, int]]) -> dict[str, A
 
 
 def _pool_cluster(pool: PoolSettings) -> dict[str, Any]:
-    endpoints = [(host, int(port)) for host, port in (e.rsplit(":", 1) for e in pool.endpoints)]
+    endpoints = [_host_port(endpoint) for endpoint in pool.endpoints]
     static = all(_is_ip(host) for host, _ in endpoints)
     return {
         "name": pool.name,
@@ -94,12 +100,13 @@ def _pool_cluster(pool: PoolSettings) -> dict[str, Any]:
     }
 
 
-def _http2_cluster(name: str, endpoint: tuple[str, int], settings: Settings) -> dict[str, Any]:
-    """A gRPC upstream: the router, or an OTLP collector."""
-    host, port = endpoint
+def _http2_cluster(
+    name: str, endpoints: list[tuple[str, int]], settings: Settings
+) -> dict[str, Any]:
+    """A gRPC upstream: the routers, or an OTLP collector."""
     return {
         "name": name,
-        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "type": "STATIC" if all(_is_ip(host) for host, _ in endpoints) else "STRICT_DNS",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -116,7 +123,7 @@ def _http2_cluster(name: str, endpoint: tuple[str, int], settings: Settings) -> 
                 },
             }
         },
-        "load_assignment": _load_assignment(name, [(host, port)]),
+        "load_assignment": _load_assignment(name, endpoints),
     }
 
 
@@ -139,12 +146,27 @@ def _tracing(settings: Settings) -> dict[str, Any]:
 
 def _clusters(settings: Settings) -> list[dict[str, Any]]:
     grpc = settings.server.grpc
-    router = ("127.0.0.1" if grpc.host in ("0.0.0.0", "") else grpc.host, grpc.port)
-    clusters = [_http2_cluster(EXTPROC_CLUSTER, router, settings)]
+    routers = [_host_port(endpoint) for endpoint in settings.envoy.router_endpoints] or [
+        ("127.0.0.1" if grpc.host in ("0.0.0.0", "") else grpc.host, grpc.port)
+    ]
+    extproc = _http2_cluster(EXTPROC_CLUSTER, routers, settings)
+    interval = f"{settings.envoy.health_check_interval_ms / 1000:g}s"
+    # A draining router answers NOT_SERVING: the next check takes it out of rotation while
+    # its open streams finish, so a rolling restart loses nothing.
+    extproc["health_checks"] = [
+        {
+            "timeout": "1s",
+            "interval": interval,
+            "no_traffic_interval": interval,
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+            "grpc_health_check": {"service_name": _EXTPROC_SERVICE},
+        }
+    ]
+    clusters = [extproc]
     tracing = settings.telemetry.tracing
     if tracing.enabled and tracing.endpoint is not None:
-        host, port = tracing.endpoint.rsplit(":", 1)
-        clusters.append(_http2_cluster(OTEL_CLUSTER, (host.strip("[]"), int(port)), settings))
+        clusters.append(_http2_cluster(OTEL_CLUSTER, [_host_port(tracing.endpoint)], settings))
     return [*clusters, *map(_pool_cluster, settings.pools)]
 
 

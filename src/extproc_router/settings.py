@@ -71,6 +71,14 @@ def _check_regexes(patterns: Iterable[tuple[object, str]], key: str) -> None:
             ) from None
 
 
+def _host_ports(endpoints: tuple[str, ...]) -> tuple[str, ...]:
+    for endpoint in endpoints:
+        match = _ENDPOINT.match(endpoint)
+        if match is None or not 0 < int(match["port"]) < 65536:
+            raise ValueError(f"{endpoint!r} is not HOST:PORT")
+    return endpoints
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -144,6 +152,11 @@ class EnvoySettings(_Frozen):
     message_timeout_ms: int = Field(default=2_000, ge=1_000, le=60_000)
     failure_mode_allow: bool = True
     guarded_routes: tuple[GuardedRoute, ...] = ()
+    # The routers Envoy balances ext_proc streams across (HOST:PORT); empty: `server.grpc`.
+    # Several let one restart while the others serve: Envoy health-checks each over gRPC and
+    # stops opening streams to one that reports NOT_SERVING (as a draining router does).
+    router_endpoints: tuple[str, ...] = ()
+    health_check_interval_ms: int = Field(default=1_000, ge=100, le=60_000)
     # 503 when the router fails and fail-open is off; Envoy's own default is 500.
     status_on_error: int = Field(default=503, ge=400, le=599)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
@@ -160,6 +173,11 @@ class EnvoySettings(_Frozen):
         if not _HEADER_NAME.match(value):
             raise ValueError("must be a lowercase HTTP header name, e.g. x-router-cluster")
         return value
+
+    @field_validator("router_endpoints")
+    @classmethod
+    def _router_host_port(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _host_ports(value)
 
 
 Tier = Literal["simple", "moderate", "complex"]
@@ -214,11 +232,7 @@ class PoolSettings(_Frozen):
     @field_validator("endpoints")
     @classmethod
     def _host_port(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for endpoint in value:
-            match = _ENDPOINT.match(endpoint)
-            if match is None or not 0 < int(match["port"]) < 65536:
-                raise ValueError(f"{endpoint!r} is not HOST:PORT")
-        return value
+        return _host_ports(value)
 
     @property
     def served_models(self) -> tuple[str, ...]:

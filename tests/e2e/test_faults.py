@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -105,9 +106,43 @@ def test_clients_that_disconnect_leave_no_errors(stack: Stack) -> None:
     assert 'extproc_stream_errors_total{kind="internal"}' not in scrape
     active = [line for line in scrape.splitlines() if line.startswith("extproc_streams_active ")]
     assert active == ["extproc_streams_active 0.0"]
+    # Envoy agrees: every ext_proc stream it opened has ended, one way or the other.
+    ended = 0
+    for _ in range(50):
+        started = envoy_stat(stack, "ext_proc.streams_started")
+        ended = envoy_stat(stack, "ext_proc.streams_closed") + envoy_stat(
+            stack, "ext_proc.streams_failed"
+        )
+        if started == ended:
+            break
+        time.sleep(0.1)
+    assert started == ended > 0
     log = stack.log_path("router").read_text()
     assert "Traceback" not in log
-    assert " ERROR " not in log
+    assert '"level": "error"' not in log
+
+
+def test_sse_events_reach_the_client_as_they_are_sent(stack: Stack) -> None:
+    """20 events 200 ms apart: none held back by Envoy or the router reading the stream."""
+    words = " ".join(f"w{i}" for i in range(20))
+    arrivals = []
+    with httpx.stream(
+        "POST",
+        stack.url + "/v1/chat/completions",
+        json={**CHAT, "stream": True, "messages": [{"role": "user", "content": words}]},
+        headers={"x-demo-token-delay-ms": "200"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            choices = json.loads(line.removeprefix("data: "))["choices"]
+            if choices and choices[0]["delta"].get("content"):
+                arrivals.append(time.monotonic())
+    assert len(arrivals) == 20
+    lateness = [at - (arrivals[0] + 0.2 * index) for index, at in enumerate(arrivals)]
+    assert max(lateness) < 0.3, lateness
 
 
 def test_a_dead_pool_is_a_json_503_not_a_hang(tmp_path: Path) -> None:
