@@ -193,7 +193,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _eval(settings: Settings, args: argparse.Namespace) -> int:
-    from extproc_router.train import evaluate
+    from extproc_router.evaluation import evaluate
 
     report = evaluate(settings, args.data)
     args.output.parent.mkdir(parents=True, exist_ok=True)

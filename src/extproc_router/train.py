@@ -8,10 +8,7 @@ Data: `data/domain/<label>.jsonl` and `data/preference/<label>.jsonl` with lines
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,18 +16,22 @@ import numpy as np
 
 from extproc_router.encoder import Encoder, TextEncoder
 from extproc_router.heads import LinearHead, train_head
-from extproc_router.models import Models, StaticModels, encoder_id, static_id
-from extproc_router.request import ParsedRequest
-from extproc_router.routing import Router
+from extproc_router.models import StaticModels, encoder_id, static_id
 from extproc_router.safety.classifier import JailbreakClassifier, train_classifier
-from extproc_router.safety.gate import Safety
-from extproc_router.safety.pii import PII_TYPES, PIIScanner
-from extproc_router.safety.pii_corpus import generate
-from extproc_router.settings import TIERS, ModelSettings, Settings
-from extproc_router.signals import complexity
+from extproc_router.settings import ModelSettings
 from extproc_router.static import StaticEncoder
 
-__all__ = ["HEADS", "Example", "evaluate", "load_examples", "train"]
+__all__ = [
+    "HEADS",
+    "Example",
+    "Fitted",
+    "accuracy",
+    "fit_heads",
+    "fit_static",
+    "load_examples",
+    "static_models",
+    "train",
+]
 
 HEADS = ("domain", "preference")
 
@@ -113,7 +114,7 @@ def _fit_all(encoder: TextEncoder, ident: str, data: Path) -> Fitted:
     }
 
 
-def _fit_heads(
+def fit_heads(
     settings: ModelSettings, data: Path
 ) -> tuple[Encoder, Fitted, tuple[JailbreakClassifier, JailbreakClassifier]]:
     encoder = _encoder(settings)
@@ -121,7 +122,7 @@ def _fit_heads(
     return encoder, _fit_all(encoder, ident, data), _fit_jailbreak(encoder, ident, data)
 
 
-def _fit_static(settings: ModelSettings, data: Path) -> tuple[StaticEncoder, Fitted] | None:
+def fit_static(settings: ModelSettings, data: Path) -> tuple[StaticEncoder, Fitted] | None:
     """The cascade's heads, on the static embedding (none when the cascade is off)."""
     if settings.cascade_confidence is None:
         return None
@@ -129,7 +130,7 @@ def _fit_static(settings: ModelSettings, data: Path) -> tuple[StaticEncoder, Fit
     return encoder, _fit_all(encoder, static_id(settings), data)
 
 
-def _static_models(fitted: tuple[StaticEncoder, Fitted] | None) -> StaticModels | None:
+def static_models(fitted: tuple[StaticEncoder, Fitted] | None) -> StaticModels | None:
     if fitted is None:
         return None
     encoder, heads = fitted
@@ -138,16 +139,16 @@ def _static_models(fitted: tuple[StaticEncoder, Fitted] | None) -> StaticModels 
 
 def train(settings: ModelSettings, data: Path) -> dict[str, float]:
     """Fit and save every head; returns their held-out accuracy."""
-    encoder, heads, (jailbreak, screen) = _fit_heads(settings, data)
-    accuracy = {}
+    encoder, heads, (jailbreak, screen) = fit_heads(settings, data)
+    scores = {}
     for name, (head, examples) in heads.items():
         head.save(settings.heads / f"{name}.npz")
-        accuracy[name] = _accuracy(encoder, head, examples)[0]
-    static = _fit_static(settings, data)
+        scores[name] = accuracy(encoder, head, examples)[0]
+    static = fit_static(settings, data)
     if static is not None:
         for name, (head, examples) in static[1].items():
             head.save(settings.heads / f"{name}_static.npz")
-            accuracy[f"{name} (static embedding)"] = _accuracy(static[0], head, examples)[0]
+            scores[f"{name} (static embedding)"] = accuracy(static[0], head, examples)[0]
     jailbreak.save(settings.heads / "jailbreak.npz")
     screen.save(settings.heads / "jailbreak_text.npz")
     test = [e for e in load_examples(data / "jailbreak") if e.split == "test"]
@@ -156,11 +157,11 @@ def train(settings: ModelSettings, data: Path) -> dict[str, float]:
         (jailbreak.score([e.text], embedding) >= 0.5) == (e.label == "attack")
         for e, embedding in zip(test, embeddings, strict=True)
     ]
-    accuracy["jailbreak"] = sum(right) / len(right)
-    return accuracy
+    scores["jailbreak"] = sum(right) / len(right)
+    return scores
 
 
-def _accuracy(
+def accuracy(
     encoder: TextEncoder, head: LinearHead, examples: list[Example]
 ) -> tuple[float, list[tuple[str, str]]]:
     test = [e for e in examples if e.split == "test"]
@@ -168,259 +169,3 @@ def _accuracy(
     predicted = [head.labels[int(i)] for i in np.argmax(probabilities, axis=1)]
     pairs = [(e.label, p) for e, p in zip(test, predicted, strict=True)]
     return sum(t == p for t, p in pairs) / len(pairs), pairs
-
-
-def _confusion(pairs: list[tuple[str, str]], labels: tuple[str, ...]) -> list[str]:
-    short = {label: label[:6] for label in labels}
-    lines = [
-        "| true \\ predicted | " + " | ".join(short[x] for x in labels) + " | recall |",
-        "|---" * (len(labels) + 2) + "|",
-    ]
-    counts = Counter(pairs)
-    for truth in labels:
-        row = [counts[(truth, p)] for p in labels]
-        total = sum(row) or 1
-        cells = " | ".join(str(n) if n else "." for n in row)
-        lines.append(f"| {truth} | {cells} | {row[labels.index(truth)] / total:.0%} |")
-    return lines
-
-
-def evaluate(settings: Settings, data: Path) -> str:
-    """The EVALUATION.md report: heads per encoder variant, complexity tiers, routing."""
-    lines = [
-        "# Evaluation",
-        "",
-        "Held-out splits only: heads are fitted on `split: train` lines and scored on "
-        "`split: test` lines written separately (different subtopics and wording).",
-        "",
-    ]
-    models: Models | None = None
-    for variant in ("fp32", "int8"):
-        model_settings = settings.model.model_copy(update={"variant": variant})
-        encoder, fitted, jailbreak = _fit_heads(model_settings, data)
-        heads = {name: head for name, (head, _) in fitted.items()}
-        for name, (head, examples) in fitted.items():
-            accuracy, pairs = _accuracy(encoder, head, examples)
-            lines += [
-                f"## {name} head, {variant} encoder: top-1 {accuracy:.1%} "
-                f"on {len(pairs)} held-out prompts",
-                "",
-            ]
-            if name == "domain" and variant == settings.model.variant:
-                lines += [*_confusion(pairs, head.labels), ""]
-        if variant == settings.model.variant:
-            static = _fit_static(model_settings, data)
-            if static is not None:
-                lines += _static_lines(*static)
-            models = Models(
-                model_settings,
-                encoder,
-                heads["domain"],
-                heads["preference"],
-                *jailbreak,
-                _static_models(static),
-            )
-    if models is None:
-        raise SystemExit(f"model.variant {settings.model.variant!r} is neither fp32 nor int8")
-    lines += _complexity_report(settings, models, data)
-    lines += _safety_report(settings, models, data)
-    lines += asyncio.run(_routing_report(settings, models, data))
-    return "\n".join(lines) + "\n"
-
-
-def _static_lines(encoder: StaticEncoder, heads: Fitted) -> list[str]:
-    lines = []
-    for name, (head, examples) in heads.items():
-        accuracy, pairs = _accuracy(encoder, head, examples)
-        lines += [
-            f"## {name} head, static embedding (the cascade's first stage): top-1 "
-            f"{accuracy:.1%} on {len(pairs)} held-out prompts",
-            "",
-        ]
-    return lines
-
-
-def _complexity_rows(data: Path) -> list[dict[str, str]]:
-    text = (data / "complexity" / "eval.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def _complexity_report(settings: Settings, models: Models, data: Path) -> list[str]:
-    rows = _complexity_rows(data)
-    pairs = []
-    for row in rows:
-        result = complexity.evaluate(
-            row["text"], settings.pools, settings.routing.complexity, models.encoder.count_tokens
-        )
-        pairs.append((row["tier"], str(result.evidence["tier"])))
-    accuracy = sum(t == p for t, p in pairs) / len(pairs)
-    return [
-        f"## complexity tiers: {accuracy:.1%} of {len(pairs)} labelled prompts",
-        "",
-        *_confusion(pairs, TIERS),
-        "",
-    ]
-
-
-async def _routing_report(settings: Settings, models: Models, data: Path) -> list[str]:
-    router = Router(settings, models)
-    texts = [
-        e.text
-        for folder in ("domain", "preference")
-        for e in load_examples(data / folder)
-        if e.split == "test"
-    ]
-    texts += [row["text"] for row in _complexity_rows(data)]
-    pools: Counter[str] = Counter()
-    methods: Counter[str] = Counter()
-    latencies = []
-    cheap = agree = 0
-    for text in texts:
-        request = ParsedRequest("chat_completions", "auto", False, {}, text)
-        started = time.perf_counter()
-        planned = router.plan(request)
-        decision = router.decide_static(request, planned) if planned[0] is None else None
-        if decision is None:
-            decision = await router.decide(request, planned=planned)
-        latencies.append((time.perf_counter() - started) * 1000)
-        pools[decision.pool.name] += 1
-        methods[f"{decision.method}/{decision.stage}" if decision.stage else decision.method] += 1
-        if decision.stage == "static":
-            cheap += 1
-            agree += (await router.decide(request, planned=planned)).pool == decision.pool
-    lines = [
-        f"## routing of all {len(texts)} held-out prompts (model: auto)",
-        "",
-        "| pool | share |",
-        "|---|---|",
-    ]
-    lines += [f"| {pool.name} | {pools[pool.name] / len(texts):.0%} |" for pool in settings.pools]
-    lines += [
-        "",
-        "Methods (and which embedding fed the signals): "
-        + ", ".join(f"{m} {n}" for m, n in methods.most_common()),
-        "",
-        f"The cascade: the static embedding decided {cheap / len(texts):.0%} of these prompts "
-        f"without the transformer (vote confidence >= {settings.model.cascade_confidence}); "
-        f"on those, the transformer alone picks the same pool {agree / max(cheap, 1):.1%} of "
-        "the time.",
-        "",
-        f"In-process decision time: p50 {np.percentile(latencies, 50):.2f} ms, "
-        f"p99 {np.percentile(latencies, 99):.2f} ms (one thread, no Envoy).",
-        "",
-    ]
-    return lines
-
-
-def _jailbreak_report(
-    settings: Settings, models: Models, examples: list[Example], title: str
-) -> list[str]:
-    """The whole jailbreak detector (normalisation, patterns, then the head): precision, recall
-    and false positives, per family when the data names families."""
-    safety = Safety(settings.safety, models.jailbreak_head, models.jailbreak_screen)
-    embeddings = models.encoder.embed([e.text for e in examples])
-    outcomes: Counter[tuple[bool, bool]] = Counter()
-    families: dict[str, Counter[bool]] = {}
-    scores: list[tuple[bool, float]] = []
-    cascade_outcomes: Counter[tuple[bool, bool]] = Counter()
-    screen_decided = 0
-    for example, embedding in zip(examples, embeddings, strict=True):
-        request = ParsedRequest(
-            "chat_completions",
-            "auto",
-            False,
-            {"messages": [{"role": "user", "content": example.text}]},
-            example.text,
-        )
-        verdict = safety.jailbreak(request, embedding)
-        blocked = verdict.action == "block"
-        scores.append((example.label == "attack", verdict.score))
-        outcomes[(example.label == "attack", blocked)] += 1
-        # The path of requests that need no embedding for routing: the text-only screen first.
-        screened = safety.jailbreak_screen(request)
-        if screened is not None:
-            screen_decided += 1
-        cascade = screened or verdict
-        cascade_outcomes[(example.label == "attack", cascade.action == "block")] += 1
-        if example.family:
-            families.setdefault(example.family, Counter())[blocked] += 1
-    tp, fp = outcomes[(True, True)], outcomes[(False, True)]
-    fn, tn = outcomes[(True, False)], outcomes[(False, False)]
-    precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-    f1 = 2 * precision * recall / max(precision + recall, 1e-9)
-    lines = [
-        f"## jailbreak detector (block at {settings.safety.jailbreak.block_threshold}), {title}",
-        "",
-        f"Precision {precision:.1%}, recall {recall:.1%} ({tp} of {tp + fn}), F1 {f1:.3f}, "
-        f"false positives on the hard benign prompts {fp / max(fp + tn, 1):.1%} "
-        f"({fp} of {fp + tn}).",
-        "",
-        *_threshold_sweep(scores),
-        f"Screened first without the transformer (as for requests that name their model): "
-        f"{screen_decided / max(len(examples), 1):.0%} decided by patterns or the text-only "
-        f"screen; recall {cascade_outcomes[(True, True)] / max(tp + fn, 1):.1%}, false "
-        f"positives {cascade_outcomes[(False, True)] / max(fp + tn, 1):.1%}.",
-        "",
-    ]
-    if families:
-        lines += ["| family | prompts | blocked |", "|---|---|---|"]
-        for family, counts in sorted(families.items()):
-            total = counts[True] + counts[False]
-            lines.append(f"| {family} | {total} | {counts[True] / total:.0%} |")
-        lines.append("")
-    return lines
-
-
-def _threshold_sweep(scores: list[tuple[bool, float]]) -> list[str]:
-    """Recall and false positives at other block thresholds: the trade-off an operator picks."""
-    thresholds = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
-    attacks = [score for attack, score in scores if attack]
-    benign = [score for attack, score in scores if not attack]
-    recall = [sum(s >= t for s in attacks) / max(len(attacks), 1) for t in thresholds]
-    false = [sum(s >= t for s in benign) / max(len(benign), 1) for t in thresholds]
-    return [
-        "| block at | " + " | ".join(f"{t:g}" for t in thresholds) + " |",
-        "|---|" + "---|" * len(thresholds),
-        "| recall | " + " | ".join(f"{r:.1%}" for r in recall) + " |",
-        "| false positives | " + " | ".join(f"{f:.1%}" for f in false) + " |",
-        "",
-    ]
-
-
-def _safety_report(settings: Settings, models: Models, data: Path) -> list[str]:
-    """The jailbreak detector on the held-out split and on an independently written set, and
-    the PII detectors on the seeded generated set with its hard negatives."""
-    test = [e for e in load_examples(data / "jailbreak") if e.split == "test"]
-    lines = _jailbreak_report(settings, models, test, f"{len(test)} held-out prompts")
-    independent = load_examples(data / "jailbreak_heldout")
-    lines += _jailbreak_report(
-        settings,
-        models,
-        independent,
-        f"{len(independent)} prompts written independently (never used for training or "
-        "tuning; data/jailbreak_heldout)",
-    )
-    scanner = PIIScanner(settings.safety.pii.types)
-    found: dict[str, Counter[str]] = {k: Counter() for k in ("tp", "fn", "fp")}
-    samples = generate(seed=2026)
-    for sample in samples:
-        got = [(f.kind, f.value) for f in scanner.scan(sample.text)]
-        for item in sample.expected:
-            found["tp" if item in got else "fn"][item[0]] += 1
-        for item in got:
-            if item not in sample.expected:
-                found["fp"][item[0]] += 1
-    lines += [
-        f"## PII detectors on {len(samples)} generated sentences (seed 2026, with hard "
-        "negatives: dates, versions, orders, prices, ISBNs, UUIDs, timestamps, "
-        "Luhn-invalid cards)",
-        "",
-        "| type | recall | precision |",
-        "|---|---|---|",
-    ]
-    for kind in PII_TYPES:
-        tp_k, fn_k, fp_k = found["tp"][kind], found["fn"][kind], found["fp"][kind]
-        lines.append(
-            f"| {kind} | {tp_k / max(tp_k + fn_k, 1):.2%} | {tp_k / max(tp_k + fp_k, 1):.2%} |"
-        )
-    return [*lines, ""]
