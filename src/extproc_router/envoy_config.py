@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from extproc_router.mutations import METADATA_NAMESPACE, ROUTER_REPLY_KEY
-from extproc_router.settings import ListenAddress, PoolSettings, Settings
+from extproc_router.settings import ListenAddress, PoolSettings, Settings, TLSSettings
 
 __all__ = ["EXTPROC_CLUSTER", "OTEL_CLUSTER", "render_envoy", "render_envoy_yaml"]
 
@@ -127,6 +127,34 @@ def _http2_cluster(
     }
 
 
+def _upstream_tls(tls: TLSSettings) -> dict[str, Any]:
+    """Envoy's side of TLS to the router: verify its certificate, present Envoy's own (mTLS)."""
+    context: dict[str, Any] = {"sni": tls.envoy_server_name}
+    common: dict[str, Any] = {"alpn_protocols": ["h2"]}
+    if tls.envoy_ca_file is not None:
+        common["validation_context"] = {
+            "trusted_ca": {"filename": str(tls.envoy_ca_file)},
+            "match_typed_subject_alt_names": [
+                {"san_type": "DNS", "matcher": {"exact": tls.envoy_server_name}}
+            ],
+        }
+    if tls.envoy_cert_file is not None and tls.envoy_key_file is not None:
+        common["tls_certificates"] = [
+            {
+                "certificate_chain": {"filename": str(tls.envoy_cert_file)},
+                "private_key": {"filename": str(tls.envoy_key_file)},
+            }
+        ]
+    context["common_tls_context"] = common
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            **context,
+        },
+    }
+
+
 def _tracing(settings: Settings) -> dict[str, Any]:
     """Envoy's OpenTelemetry tracer: its spans and the router's share one trace, because Envoy
     passes the trace context to the router with each ext_proc stream."""
@@ -163,6 +191,9 @@ def _clusters(settings: Settings) -> list[dict[str, Any]]:
             "grpc_health_check": {"service_name": _EXTPROC_SERVICE},
         }
     ]
+    tls = settings.server.tls
+    if tls is not None:
+        extproc["transport_socket"] = _upstream_tls(tls)
     clusters = [extproc]
     tracing = settings.telemetry.tracing
     if tracing.enabled and tracing.endpoint is not None:

@@ -29,9 +29,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from extproc_router import tracing
 from extproc_router._gen import router_pb2, router_pb2_grpc
 from extproc_router.api import RouterService
+from extproc_router.exceptions import ConfigError
 from extproc_router.live import LiveConfig
 from extproc_router.service import ExternalProcessor
-from extproc_router.settings import Settings
+from extproc_router.settings import Settings, TLSSettings
 
 __all__ = ["Server"]
 
@@ -84,7 +85,12 @@ class Server:
             (*_SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
         )
         address = self.settings.server.grpc
-        self.grpc_port = self._grpc.add_insecure_port(f"{address.host}:{address.port}")
+        target = f"{address.host}:{address.port}"
+        tls = self.settings.server.tls
+        if tls is None:
+            self.grpc_port = self._grpc.add_insecure_port(target)
+        else:
+            self.grpc_port = self._grpc.add_secure_port(target, _credentials(tls))
         await self._grpc.start()
         await self._start_admin()
         for name in ("", *_SERVICE_NAMES):
@@ -166,6 +172,21 @@ class Server:
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+
+
+def _credentials(tls: TLSSettings) -> grpc.ServerCredentials:
+    """Unreadable files fail here, at start-up, naming the file."""
+    try:
+        chain = tls.cert_file.read_bytes()
+        key = tls.key_file.read_bytes()
+        client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+    except OSError as error:
+        raise ConfigError(
+            "server.tls", [f"cannot read {error.filename}: {error.strerror}"]
+        ) from None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -90,6 +90,30 @@ class ListenAddress(_Frozen):
     port: Port
 
 
+class TLSSettings(_Frozen):
+    """gRPC over TLS, for a router that is not Envoy's loopback sidecar. The router presents
+    `cert_file`; with `client_ca_file` it also requires a client certificate signed by that CA
+    (mTLS). `render-envoy` uses the `envoy_*` files for Envoy's side of the connection."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    # The CA Envoy verifies the router's certificate with, and the name it expects in it.
+    envoy_ca_file: Path | None = None
+    envoy_server_name: str = "extproc-router"
+    # Envoy's client certificate, when the router requires one.
+    envoy_cert_file: Path | None = None
+    envoy_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TLSSettings:
+        if (self.envoy_cert_file is None) != (self.envoy_key_file is None):
+            raise ValueError("envoy_cert_file and envoy_key_file go together")
+        if self.client_ca_file is not None and self.envoy_cert_file is None:
+            raise ValueError("client_ca_file (mTLS) needs envoy_cert_file and envoy_key_file")
+        return self
+
+
 class ServerSettings(_Frozen):
     grpc: ListenAddress = ListenAddress(port=50051)
     admin: ListenAddress = ListenAddress(port=9190)
@@ -101,6 +125,8 @@ class ServerSettings(_Frozen):
     # take long). Past it the request is refused with a 503, below Envoy's message timeout:
     # a timeout would let fail-open forward the body unscanned. None: 3/4 of that timeout.
     request_budget_ms: int | None = Field(default=None, ge=100, le=60_000)
+    # None: plaintext gRPC, for the loopback sidecar (the default binds 127.0.0.1 only).
+    tls: TLSSettings | None = None
     # Must not be larger than Envoy's keepalive interval, or the server answers GOAWAY.
     min_ping_interval_ms: int = Field(default=5_000, ge=0)
 
