@@ -55,10 +55,14 @@ class Encoder:
         self.variant = variant
         self.max_tokens = max_tokens
         # The shipped tokenizer.json pads every input to 128 tokens: pad to the longest instead.
-        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        fix = f"run `make setup` (or `extproc-router export-model --output {model_dir}`) again"
+        try:
+            self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+            self._counter = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as error:  # tokenizers raises untyped errors too
+            raise ModelError(f"cannot read {tokenizer_file} ({error}): {fix}") from None
         self._tokenizer.enable_truncation(max_tokens)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        self._counter = Tokenizer.from_file(str(tokenizer_file))
         self._counter.no_truncation()
         self._counter.no_padding()
         options = onnxruntime.SessionOptions()
@@ -72,7 +76,7 @@ class Encoder:
                 str(model_file), options, providers=["CPUExecutionProvider"]
             )
         except Exception as error:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"cannot load {model_file}: {error}") from error
+            raise ModelError(f"cannot load {model_file} ({error}): {fix}") from None
         self.dimensions = int(self._session.get_outputs()[0].shape[-1] or 384)
 
     def count_tokens(self, text: str) -> int:

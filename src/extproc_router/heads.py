@@ -49,13 +49,18 @@ class LinearHead:
     def load(cls, path: Path, *, encoder: str) -> LinearHead:
         if not path.is_file():
             raise ModelError(f"classifier head {path} is missing: run `make train`")
-        with np.load(path) as data:
-            head = cls(
-                labels=tuple(str(label) for label in data["labels"]),
-                weights=data["weights"].astype(np.float32),
-                bias=data["bias"].astype(np.float32),
-                encoder=str(data["encoder"]),
-            )
+        try:
+            with path.open("rb") as handle, np.load(handle) as data:
+                head = cls(
+                    labels=tuple(str(label) for label in data["labels"]),
+                    weights=data["weights"].astype(np.float32),
+                    bias=data["bias"].astype(np.float32),
+                    encoder=str(data["encoder"]),
+                )
+        except Exception as error:  # a truncated or foreign file: numpy, zipfile, pickle errors
+            raise ModelError(
+                f"cannot read classifier head {path} ({error}): run `make train`"
+            ) from None
         if head.encoder != encoder:
             raise ModelError(
                 f"{path} was trained on {head.encoder} embeddings, not {encoder}: "

@@ -32,8 +32,13 @@ class StaticEncoder:
                 raise ModelError(
                     f"{required} is missing: run `make setup` (it distils the static embedding)"
                 )
-        self._vectors = np.load(vectors).astype(np.float32)
-        self._tokenizer = Tokenizer.from_file(str(tokenizer))
+        reading = vectors
+        try:
+            self._vectors = np.load(vectors).astype(np.float32)
+            reading = tokenizer
+            self._tokenizer = Tokenizer.from_file(str(tokenizer))
+        except Exception as error:  # numpy and tokenizers errors alike
+            raise ModelError(f"cannot read {reading} ({error}): run `make setup` again") from None
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
         self._unk = self._tokenizer.token_to_id("[UNK]")

@@ -117,14 +117,14 @@ class JailbreakClassifier:
         if not path.exists():
             raise ModelError(f"{path} is missing: run `make train`")
         try:
-            with np.load(path) as data:
+            with path.open("rb") as handle, np.load(handle) as data:
                 classifier = cls(
                     data["ngram_weights"].astype(np.float32),
                     data["embedding_weights"].astype(np.float32),
                     float(data["bias"]),
                     str(data["encoder"]),
                 )
-        except (KeyError, ValueError, OSError) as error:
+        except Exception as error:  # a truncated or foreign file: numpy, zipfile, pickle errors
             message = f"{path} is not a jailbreak classifier ({error}): run `make train`"
             raise ModelError(message) from None
         if classifier.encoder != encoder:
