@@ -1,0 +1,77 @@
+"""An open-loop load generator for the fault tests: requests leave on a fixed schedule, whatever
+the earlier ones are doing, so a stalled proxy shows up as late or failed replies rather than
+as a lower request rate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+__all__ = ["Reply", "run_load"]
+
+# Cheap to route on purpose (a named model, a keyword rule, a confident static-embedding
+# vote): these tests are about what failures look like, not about how fast the transformer is.
+REQUESTS = (
+    ("auto", "What is the capital of Peru?"),
+    ("auto", "Traceback (most recent call last):\n  File 'app.py', line 3\nKeyError: 'user'"),
+    ("llama3-8b", "Summarise the plot of Hamlet in two sentences."),
+    ("gpt-5.2", "Prove that there are infinitely many primes."),
+)
+
+
+# Far above any reply the proxy should take: a hang shows as a long `elapsed`.
+CLIENT_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    sent: float  # seconds since the run started
+    elapsed: float
+    status: int  # 0: no HTTP answer at all (connection error or client timeout)
+    code: str  # the JSON error code, "" for a 200
+    pool: str
+
+
+async def _one(
+    client: httpx.AsyncClient,
+    url: str,
+    request: tuple[str, str],
+    started: float,
+) -> Reply:
+    sent = time.monotonic() - started
+    model, content = request
+    body = {"model": model, "messages": [{"role": "user", "content": content}]}
+    try:
+        response = await client.post(url + "/v1/chat/completions", json=body)
+    except httpx.HTTPError as error:
+        return Reply(sent, time.monotonic() - started - sent, 0, type(error).__name__, "")
+    code = ""
+    if response.status_code != 200:
+        try:
+            code = str(response.json()["error"]["code"])
+        except (ValueError, KeyError, TypeError):
+            code = "not_json"
+    elapsed = time.monotonic() - started - sent
+    return Reply(sent, elapsed, response.status_code, code, response.headers.get("x-demo-pool", ""))
+
+
+async def run_load(
+    url: str, rate: float, duration: float, requests: Sequence[tuple[str, str]] = REQUESTS
+) -> list[Reply]:
+    """`rate` requests a second for `duration` seconds, cycling through `requests` (model,
+    prompt); every reply, in sending order."""
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+    async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT, limits=limits) as client:
+        started = time.monotonic()
+        tasks = []
+        for index in range(int(rate * duration)):
+            delay = started + index / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            request = requests[index % len(requests)]
+            tasks.append(asyncio.create_task(_one(client, url, request, started)))
+        return list(await asyncio.gather(*tasks))
