@@ -11,7 +11,7 @@ ARGS ?=
 # apt-get update once, then install the named Debian packages.
 apt_install = (apt-get update -qq && apt-get install -y -qq $(1))
 
-.PHONY: setup proto run test test-unit test-e2e lint bench soak render-envoy train eval clean
+.PHONY: setup proto run test test-unit test-e2e lint bench soak soak-long render-envoy train eval clean
 
 setup: $(STAMP) $(GEN)/router_pb2.py $(MODEL_DIR)/manifest.json $(HEADS)
 
@@ -81,6 +81,10 @@ bench: setup
 soak: setup
 	command -v wrk >/dev/null || $(call apt_install,wrk)
 	$(PY) -m bench.soak $(ARGS)
+
+soak-long: setup
+	command -v wrk >/dev/null || $(call apt_install,wrk)
+	$(PY) -m bench.soak --minutes 60 --output docs/SOAK-1h.md $(ARGS)
 
 # Refresh the shipped Envoy config after changing the example router config.
 render-envoy: setup

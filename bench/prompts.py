@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["KEYWORD", "MIX", "SIZES", "body"]
+__all__ = ["KEYWORD", "LONGEST", "MIX", "SIZES", "body"]
 
 TRACEBACK = (
     "Traceback (most recent call last):\n"
@@ -36,8 +36,12 @@ _T1500 = (
     + " Summarise the root causes across these sections and propose a remediation plan."
 )
 
+# ~8,000 tokens: the longest prompt of the soak's mix.
+_T8000 = " ".join([_T1500] * 5)
+
 SIZES: dict[str, str] = {"~30 tokens": _T30, "~150 tokens": _T150, "~1,500 tokens": _T1500}
 KEYWORD = TRACEBACK
+LONGEST = _T8000
 
 MIX: list[str] = [
     "hi!",

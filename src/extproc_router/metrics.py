@@ -51,6 +51,10 @@ REJECTED = Counter(
     "requests_rejected", "Requests answered with an error by the router, by error code.", ["code"]
 )
 STREAMS_ACTIVE = Gauge("extproc_streams_active", "ext_proc streams (HTTP requests) in flight.")
+ASYNCIO_TASKS = Gauge(
+    "router_asyncio_tasks",
+    "asyncio tasks alive in the router's event loop (back to a few at rest).",
+)
 STREAM_ERRORS = Counter(
     "extproc_stream_errors",
     "ext_proc streams that ended abnormally: 'cancelled' by Envoy, or 'internal' faults.",

@@ -26,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from extproc_router import tracing
+from extproc_router import metrics, tracing
 from extproc_router._gen import router_pb2, router_pb2_grpc
 from extproc_router.api import RouterService
 from extproc_router.exceptions import ConfigError
@@ -76,6 +76,9 @@ class Server:
     async def start(self) -> None:
         """Loads the models first: a missing model fails here, before anything listens."""
         self.live = live = await LiveConfig.start(self.settings, self.source)
+        loop = asyncio.get_running_loop()
+        # Read at scrape time, on the loop's own thread (the admin server runs on it).
+        metrics.ASYNCIO_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
         tracing.setup_tracing(self.settings.telemetry.tracing)
         self._grpc = grpc.aio.server(options=self._grpc_options())
         ext_proc_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(live), self._grpc)

@@ -41,6 +41,14 @@ def _summary(replies: list[Reply]) -> Counter[tuple[int, str]]:
     return Counter((reply.status, reply.code) for reply in replies)
 
 
+def _report(scenario: str, replies: list[Reply]) -> None:
+    """The figures docs/RELIABILITY.md quotes (`pytest -s` shows them)."""
+    slowest = max(reply.elapsed for reply in replies)
+    print(
+        f"\n{scenario}: {len(replies)} requests, {dict(_summary(replies))}, slowest {slowest:.2f}s"
+    )
+
+
 def test_a_rolling_restart_of_two_routers_loses_nothing(tmp_path: Path) -> None:
     """Fail-closed, so any stream Envoy could not hand to a router would show as a 503."""
     second = {"server.grpc.port": free_port(), "server.admin.port": free_port()}
@@ -73,6 +81,7 @@ def test_a_rolling_restart_of_two_routers_loses_nothing(tmp_path: Path) -> None:
         stack.stop_all()
         other.stop_all()
     failed = [reply for reply in replies if reply.status != 200]
+    _report("rolling restart, fail-closed", replies)
     assert not failed, (_summary(replies), failed[:5])
 
 
@@ -93,6 +102,7 @@ def test_fail_open_serves_every_request_while_the_router_is_killed(tmp_path: Pat
         allowed = envoy_stat(stack, "ext_proc.failure_mode_allowed")
     finally:
         stack.stop_all()
+    _report(f"SIGKILL, fail-open ({allowed} failure_mode_allowed)", replies)
     assert _summary(replies) == Counter({(200, ""): len(replies)})
     assert allowed > 0  # Envoy counted the requests that went on without the router
     assert "small" in {reply.pool for reply in replies}
@@ -116,12 +126,13 @@ def test_fail_closed_answers_clean_503s_while_killed_and_recovers(tmp_path: Path
     finally:
         stack.stop_all()
     outcomes = _summary(replies)
+    after = [reply for reply in replies if restarted < reply.sent < restarted + 5]
+    _report(f"SIGKILL, fail-closed; within 5 s of the restart: {_summary(after)}", replies)
     assert set(outcomes) <= {(200, ""), (503, "service_unavailable")}, outcomes
     assert outcomes[(503, "service_unavailable")] > 0  # the router really was down
     slow = [reply for reply in replies if reply.elapsed >= timeout + 1]
     assert not slow, (restarted, slow[:5], len(slow))  # no reply hung
     # `started` is taken a moment before the load's own clock: a slightly later window.
-    after = [reply for reply in replies if restarted < reply.sent < restarted + 5]
     assert after
     ok = sum(reply.status == 200 for reply in after)
     assert ok / len(after) >= 0.99, _summary(after)
