@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import codecs
+import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +78,29 @@ def test_built_in_patterns_are_lower_case() -> None:
     for family, pattern in DEFAULT_PATTERNS:
         letters = re.sub(r"\\.", "", pattern)  # escapes such as \\W are not letters
         assert letters == letters.lower(), family
+
+
+def test_the_literal_prefilter_never_skips_a_match() -> None:
+    """Every built-in pattern on every view of every labelled prompt: wherever it matches, one
+    of its required literals is there. A wrong literal would silently disable a pattern."""
+    data = Path(__file__).resolve().parents[3] / "data"
+    texts = [
+        json.loads(line)["text"]
+        for path in sorted(data.glob("jailbreak*/*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    assert len(texts) > 2000
+    filtered = [rule for rule in PATTERNS if rule.literals]
+    assert len(filtered) > len(PATTERNS) // 2
+    matched = 0
+    for text in texts:
+        for view in normalize_views(text):
+            for rule in filtered:
+                if rule.pattern.search(view) is not None:
+                    matched += 1
+                    assert any(literal in view for literal in rule.literals), (
+                        rule.family,
+                        rule.literals,
+                        text[:80],
+                    )
+    assert matched > 100  # the check saw real matches, not just misses
