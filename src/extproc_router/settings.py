@@ -394,9 +394,9 @@ class JailbreakSettings(_Frozen):
     flag_threshold: Unit = 0.5
     # Requests that need no embedding for routing (a named model, a keyword fast path) are
     # first scored from their text alone; below this the transformer is not run for them.
-    # 0.4: on the development split no attack the full classifier blocks scored below it,
-    # while 99% of everyday prompts do.
-    screen_threshold: Unit = 0.4
+    # 0.5: on the development split (retrained with this session's data) no attack the full
+    # classifier blocks scores below it, while 98.6% of everyday prompts do; at 0.55 some do.
+    screen_threshold: Unit = 0.5
     # Extra rules: family name -> regular expression (matched on normalised text).
     patterns: dict[Name, Phrase] = {}
     # Message roles scanned: what reaches the model, tool results included.
