@@ -79,6 +79,28 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--model", default="", help="the requested model (default: auto)")
     classify.add_argument("--json", action="store_true", help="print the full explanation")
 
+    health = commands.add_parser(
+        "health", help="ask a router's gRPC health service (exit 0 when SERVING)"
+    )
+    health.add_argument("--address", default="127.0.0.1:50051", help="the router's HOST:PORT")
+    health.add_argument(
+        "--service",
+        default="envoy.service.ext_proc.v3.ExternalProcessor",
+        help="the service to ask about ('' for the whole server)",
+    )
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+
+    manifests = commands.add_parser(
+        "render-manifests",
+        help="write the deploy/ files rendered from router configs (Envoy, Istio, Helm)",
+    )
+    manifests.add_argument(
+        "--root", type=Path, default=Path("."), help="the repository (default: .)"
+    )
+    manifests.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a file is out of date"
+    )
+
     export = commands.add_parser("export-model", help="export the ONNX encoder (build time)")
     export.add_argument("--output", "-o", type=Path, default=Path("models/all-MiniLM-L6-v2"))
 
@@ -256,14 +278,49 @@ def _ready_banner(settings: Settings) -> str:
     )
 
 
+def _health(args: argparse.Namespace) -> int:
+    from extproc_router.probe import check_health
+
+    status = asyncio.run(check_health(args.address, service=args.service, deadline=args.timeout))
+    print(f"{args.address} {args.service or '(server)'}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
+def _render_manifests(args: argparse.Namespace) -> int:
+    from extproc_router.manifests import render_manifests
+
+    rendered = render_manifests(args.root)
+    stale = [path for path, text in rendered.items() if _read(args.root / path) != text]
+    if args.check:
+        for path in stale:
+            print(f"{path}: out of date; run `extproc-router render-manifests`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        (args.root / path).parent.mkdir(parents=True, exist_ok=True)
+        (args.root / path).write_text(rendered[path])
+        print(f"wrote {path}")
+    return 0
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "health":
+        return _health(args)
     if args.command == "export-model":
         from extproc_router.export import export_model
 
         print(json.dumps(export_model(args.output), indent=2))
         return 0
     try:
+        if args.command == "render-manifests":
+            return _render_manifests(args)
         if args.command == "check-config":
             settings = load_settings(args.file)
             print(f"{args.file}: OK ({len(settings.pools)} pools)")

@@ -17,7 +17,15 @@ import yaml
 from extproc_router.mutations import METADATA_NAMESPACE, ROUTER_REPLY_KEY
 from extproc_router.settings import ListenAddress, PoolSettings, Settings, TLSSettings
 
-__all__ = ["EXTPROC_CLUSTER", "OTEL_CLUSTER", "render_envoy", "render_envoy_yaml"]
+__all__ = [
+    "EXTPROC_CLUSTER",
+    "OTEL_CLUSTER",
+    "early_header_mutation",
+    "ext_proc_filter",
+    "extproc_cluster",
+    "render_envoy",
+    "render_envoy_yaml",
+]
 
 EXTPROC_CLUSTER = "extproc_router"
 OTEL_CLUSTER = "opentelemetry_collector"
@@ -172,7 +180,8 @@ def _tracing(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _clusters(settings: Settings) -> list[dict[str, Any]]:
+def extproc_cluster(settings: Settings) -> dict[str, Any]:
+    """The routers' cluster, health-checked over gRPC; also what the Istio EnvoyFilter adds."""
     grpc = settings.server.grpc
     routers = [_host_port(endpoint) for endpoint in settings.envoy.router_endpoints] or [
         ("127.0.0.1" if grpc.host in ("0.0.0.0", "") else grpc.host, grpc.port)
@@ -194,7 +203,11 @@ def _clusters(settings: Settings) -> list[dict[str, Any]]:
     tls = settings.server.tls
     if tls is not None:
         extproc["transport_socket"] = _upstream_tls(tls)
-    clusters = [extproc]
+    return extproc
+
+
+def _clusters(settings: Settings) -> list[dict[str, Any]]:
+    clusters = [extproc_cluster(settings)]
     tracing = settings.telemetry.tracing
     if tracing.enabled and tracing.endpoint is not None:
         clusters.append(_http2_cluster(OTEL_CLUSTER, [_host_port(tracing.endpoint)], settings))
@@ -249,7 +262,7 @@ def _local_reply_config() -> dict[str, Any]:
     }
 
 
-def _ext_proc_filter(settings: Settings) -> dict[str, Any]:
+def ext_proc_filter(settings: Settings) -> dict[str, Any]:
     envoy = settings.envoy
     timeout_ms = envoy.message_timeout_ms
     return {
@@ -332,6 +345,21 @@ def _routes(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def early_header_mutation(cluster_header: str) -> dict[str, Any]:
+    """Removes the cluster header and every x-router-* header a client sent, before the route
+    is chosen: a client never picks its own pool nor passes off a decision as the router's."""
+    return {
+        "name": "envoy.http.early_header_mutation.header_mutation",
+        "typed_config": {
+            "@type": _TYPE + _EARLY_HEADER_MUTATION,
+            "mutations": [
+                {"remove": cluster_header},
+                {"remove_on_match": {"key_matcher": {"prefix": _ROUTER_HEADERS}}},
+            ],
+        },
+    }
+
+
 def render_envoy(settings: Settings) -> dict[str, Any]:
     envoy = settings.envoy
     access_log_format = (
@@ -361,18 +389,7 @@ def render_envoy(settings: Settings) -> dict[str, Any]:
         # of all when fail-open skips the router; nor may it pass off headers as the router's.
         # Early header mutation runs before the route is chosen; an HTTP filter would run after
         # the route had already been cached.
-        "early_header_mutation_extensions": [
-            {
-                "name": "envoy.http.early_header_mutation.header_mutation",
-                "typed_config": {
-                    "@type": _TYPE + _EARLY_HEADER_MUTATION,
-                    "mutations": [
-                        {"remove": envoy.cluster_header},
-                        {"remove_on_match": {"key_matcher": {"prefix": _ROUTER_HEADERS}}},
-                    ],
-                },
-            }
-        ],
+        "early_header_mutation_extensions": [early_header_mutation(envoy.cluster_header)],
         "local_reply_config": _local_reply_config(),
         **(
             {"tracing": _tracing(settings)}
@@ -384,7 +401,7 @@ def render_envoy(settings: Settings) -> dict[str, Any]:
             "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": _routes(settings)}],
         },
         "http_filters": [
-            _ext_proc_filter(settings),
+            ext_proc_filter(settings),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {
