@@ -11,7 +11,7 @@ ARGS ?=
 # apt-get update once, then install the named Debian packages.
 apt_install = (apt-get update -qq && apt-get install -y -qq $(1))
 
-.PHONY: setup proto run test test-unit test-e2e lint bench soak soak-long render-envoy train eval clean
+.PHONY: setup proto run test test-unit test-e2e test-deploy lint bench soak soak-long render-envoy render-manifests train eval clean
 
 setup: $(STAMP) $(GEN)/router_pb2.py $(MODEL_DIR)/manifest.json $(HEADS)
 
@@ -69,6 +69,10 @@ test-unit: setup
 test-e2e: setup
 	$(PY) -m pytest tests/e2e
 
+# Kubernetes, Istio, Helm and Dockerfile checks, offline (docs/DEPLOY.md).
+test-deploy: setup
+	$(PY) -m pytest tests/deploy
+
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
@@ -89,6 +93,11 @@ soak-long: setup
 # Refresh the shipped Envoy config after changing the example router config.
 render-envoy: setup
 	$(VENV)/bin/extproc-router render-envoy -o envoy/envoy.yaml
+
+# Refresh deploy/ (Envoy ConfigMaps, Istio EnvoyFilter and routes, the chart's files) after
+# changing a router config under deploy/.
+render-manifests: setup
+	$(VENV)/bin/extproc-router render-manifests
 
 clean:
 	rm -rf $(VENV) $(GEN) models .pytest_cache .mypy_cache .ruff_cache
