@@ -83,7 +83,7 @@ def bootstrap(
     """The config, and each listener's patch context (GATEWAY or SIDECAR_OUTBOUND)."""
     routes = _routes(virtual_service)
     listeners = [_listener(f"0.0.0.0_{port}", port, routes) for port in ports]
-    clusters = []
+    clusters: list[Object] = []
     for route in routes:
         name = route["route"]["cluster"]
         if any(c["name"] == name for c in clusters):

@@ -102,7 +102,10 @@ def test_every_destination_has_a_rule_and_external_ones_an_entry() -> None:
 
 def test_misspelt_istio_field_fails() -> None:
     rule: Any = next(o for o in TRAFFIC if o["kind"] == "DestinationRule")
-    rule = {**rule, "spec": {**rule["spec"], "trafficPolicy": {"loadBalancer": {"simple": "LEAST"}}}}
+    rule = {
+        **rule,
+        "spec": {**rule["spec"], "trafficPolicy": {"loadBalancer": {"simple": "LEAST"}}},
+    }
     with pytest.raises(ValueError, match="simple"):
         validate_custom(rule)
     entry: Any = next(o for o in TRAFFIC if o["kind"] == "ServiceEntry")
