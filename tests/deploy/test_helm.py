@@ -1,5 +1,5 @@
-"""The Helm chart, rendered by Helm's own Go engine (helm-python-sdk binds Helm's SDK; no helm
-binary or cluster is needed): its objects validate, match the kustomize base, and its values
+"""The Helm chart, rendered by Helm's own Go engine (helm.py: helm-python-sdk binds Helm's SDK;
+no helm binary or cluster is needed): its objects validate, match the kustomize base, and its values
 produce a config the router accepts. A values key the chart's schema does not know, or a config
 key the router does not know, fails."""
 
@@ -9,7 +9,6 @@ import copy
 import json
 from typing import Any
 
-import helm_python
 import pytest
 import yaml
 
@@ -17,6 +16,7 @@ from extproc_router.exceptions import ConfigError
 from extproc_router.settings import SIGNALS, Settings, load_settings, parse_settings
 
 from .crds import validate_custom
+from .helm import HelmFailed, helm_lint, helm_render
 from .tools import REPO, Object, by_kind, kustomize, validate_kubernetes
 
 CHART = REPO / "deploy" / "helm" / "extproc-router"
@@ -24,8 +24,7 @@ BASE = REPO / "deploy" / "kubernetes" / "base"
 
 
 def render(values: dict[str, Any] | None = None) -> list[Object]:
-    with helm_python.Chart.load(CHART) as chart:
-        manifests = chart.render(values or {}, name="llm", namespace="llm")
+    manifests = helm_render(CHART, values or {}, name="llm")
     return [
         doc
         for path, text in sorted(manifests.items())
@@ -52,7 +51,7 @@ def test_every_object_validates() -> None:
 
 
 def test_lint_finds_no_errors() -> None:
-    assert helm_python.lint(CHART)["errors"] == []
+    assert helm_lint(CHART)["errors"] == []
 
 
 def test_default_values_give_the_base_router_config() -> None:
@@ -161,5 +160,5 @@ def test_a_config_key_the_router_does_not_know_fails() -> None:
     ids=["top-level", "signal", "weight", "pools", "envoy"],
 )
 def test_values_the_chart_does_not_know_fail(values: dict[str, Any]) -> None:
-    with pytest.raises(helm_python.HelmError):
+    with pytest.raises(HelmFailed, match="HelmValuesError"):
         render(values)
