@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
 
     pools = commands.add_parser("demo-pools", help="serve the demo OpenAI-compatible pools")
     _add_config(pools)
+    pools.add_argument(
+        "--pool", action="append", default=[], help="serve only this pool (repeatable)"
+    )
 
     up = commands.add_parser("up", help="run Envoy, the router and the demo pools together")
     _add_config(up, ports=tuple(_PORT_FLAGS))
@@ -137,7 +140,7 @@ def _serve(settings: Settings, source: Path | None) -> int:
     return 0
 
 
-def _demo_pools(settings: Settings) -> int:
+def _demo_pools(settings: Settings, only: tuple[str, ...] = ()) -> int:
     from extproc_router.demo import run_demo_pools
 
     async def run() -> None:
@@ -145,7 +148,7 @@ def _demo_pools(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await run_demo_pools(settings, stop)
+        await run_demo_pools(settings, stop, only)
 
     asyncio.run(run())
     return 0
@@ -333,7 +336,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(settings, args.config)
     if args.command == "demo-pools":
-        return _demo_pools(settings)
+        unknown = sorted(set(args.pool) - {pool.name for pool in settings.pools})
+        if unknown:
+            print(f"extproc-router: no pool named {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        return _demo_pools(settings, tuple(args.pool))
     if args.command == "render-envoy":
         return _render(settings, args)
     if args.command == "up":

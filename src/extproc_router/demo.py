@@ -5,21 +5,27 @@ serves, so a person or a test can see exactly what reached which pool. They spea
 vLLM's API the router touches: `GET /v1/models`, `POST /v1/chat/completions` and
 `POST /v1/completions` (JSON, or SSE with `stream: true` and `stream_options.include_usage`),
 and reject a model name they do not serve with a 404, as vLLM does.
+
+Each can simulate a capacity (`pools[].demo`): at most `max_running` requests are served at
+once, the rest wait in a queue, and every output token takes `token_ms`. `GET /metrics` shows
+that queue under vLLM's metric names, so load-aware routing can be tested and benchmarked
+without a GPU. A client that goes away leaves the queue at once (its handler is cancelled).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiohttp import web
 
-from extproc_router.settings import PoolSettings, Settings
+from extproc_router.settings import DemoCapacity, PoolSettings, Settings
 
 __all__ = ["build_app", "run_demo_pools"]
 
@@ -56,11 +62,56 @@ def _message_text(content: Any) -> str:
     return ""
 
 
+class Capacity:
+    """vLLM's scheduler in miniature: `max_running` slots (0: unlimited), a queue before them."""
+
+    def __init__(self, config: DemoCapacity) -> None:
+        self.config = config
+        self.running = 0
+        self.waiting = 0
+        self._slots = asyncio.Semaphore(config.max_running) if config.max_running else None
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        self.waiting += 1
+        try:
+            if self._slots is not None:
+                await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            if self._slots is not None:
+                self._slots.release()
+
+    def metrics(self, model: str) -> str:
+        """The Prometheus text vLLM would show (its names; the KV cache filled like the slots)."""
+        limit = self.config.max_running
+        cache = min(1.0, self.running / limit) if limit else 0.0
+        label = '{model_name="' + model.replace("\\", "\\\\").replace('"', '\\"') + '"}'
+        lines = []
+        for name, kind, value, text in (
+            ("vllm:num_requests_running", "gauge", self.running, "Requests running."),
+            ("vllm:num_requests_waiting", "gauge", self.waiting, "Requests waiting."),
+            ("vllm:kv_cache_usage_perc", "gauge", cache, "KV-cache usage; 1 is full."),
+        ):
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name}{label} {value}"]
+        return "\n".join(lines) + "\n"
+
+
 class _Pool:
     def __init__(self, pool: PoolSettings, endpoint: str, accepted: tuple[str, ...]) -> None:
         self.pool = pool
         self.endpoint = endpoint
         self.accepted = frozenset(accepted)
+        self.capacity = Capacity(pool.demo)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        text = self.capacity.metrics(self.pool.model)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     def _headers(self, request: web.Request | None = None) -> dict[str, str]:
         headers = {"x-demo-pool": self.pool.name, "x-demo-endpoint": self.endpoint}
@@ -111,13 +162,17 @@ class _Pool:
             "total_tokens": prompt_tokens + len(reply.split()),
         }
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-        if body.get("stream"):
-            options = body.get("stream_options") or {}
-            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            delay = float(request.headers.get(TOKEN_DELAY_HEADER, "0") or 0) / 1000
-            return await self._stream(
-                request, ident, reply, usage if include_usage else None, chat=chat, delay=delay
-            )
+        header = request.headers.get(TOKEN_DELAY_HEADER, "")
+        delay = (float(header) if header else self.pool.demo.token_ms) / 1000
+        async with self.capacity.slot():
+            if body.get("stream"):
+                options = body.get("stream_options") or {}
+                include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+                return await self._stream(
+                    request, ident, reply, usage if include_usage else None, chat=chat, delay=delay
+                )
+            if delay:  # generating the answer, token by token
+                await asyncio.sleep(delay * usage["completion_tokens"])
         if chat:
             choice: dict[str, Any] = {
                 "index": 0,
@@ -213,13 +268,17 @@ def build_app(
     app = web.Application(client_max_size=1 << 30)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_get("/health", handlers.health)
+    app.router.add_get("/metrics", handlers.metrics)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/completions", handlers.completions)
     return app
 
 
-async def run_demo_pools(settings: Settings, stop: asyncio.Event) -> None:
-    """Serve every endpoint of every pool until `stop` is set.
+async def run_demo_pools(
+    settings: Settings, stop: asyncio.Event, only: tuple[str, ...] = ()
+) -> None:
+    """Serve every endpoint of every pool (or of the pools named in `only`) until `stop` is
+    set. One process per pool lets a test kill one pool and leave the others.
 
     The default pool also accepts the "auto" aliases: when the router is down and Envoy fails
     open, requests reach it with their body unchanged (the way to deploy vLLM for that is
@@ -228,12 +287,18 @@ async def run_demo_pools(settings: Settings, stop: asyncio.Event) -> None:
     runners: list[web.AppRunner] = []
     try:
         for pool in settings.pools:
+            if only and pool.name not in only:
+                continue
             default = pool.name == settings.routing.default_pool
             extra = settings.routing.auto_models if default else ()
             for endpoint in pool.endpoints:
                 host, port = endpoint.rsplit(":", 1)
                 runner = web.AppRunner(
-                    build_app(pool, endpoint, extra), access_log=None, handle_signals=False
+                    build_app(pool, endpoint, extra),
+                    access_log=None,
+                    handle_signals=False,
+                    # A client that hangs up leaves the queue, as it does in vLLM.
+                    handler_cancellation=True,
                 )
                 await runner.setup()
                 runners.append(runner)

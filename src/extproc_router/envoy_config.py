@@ -85,26 +85,76 @@ def _load_assignment(name: str, endpoints: list[tuple[str, int]]) -> dict[str, A
     }
 
 
-def _pool_cluster(pool: PoolSettings) -> dict[str, Any]:
+def _seconds(milliseconds: int) -> str:
+    return f"{milliseconds / 1000:g}s"
+
+
+def _pool_cluster(pool: PoolSettings, settings: Settings) -> dict[str, Any]:
     endpoints = [_host_port(endpoint) for endpoint in pool.endpoints]
     static = all(_is_ip(host) for host, _ in endpoints)
+    breaker = pool.circuit_breaker
+    outlier = settings.envoy.outlier_detection
     return {
         "name": pool.name,
         "type": "STATIC" if static else "STRICT_DNS",
         "connect_timeout": "2s",
         "lb_policy": "LEAST_REQUEST",
-        # Generations are long-lived: Envoy's default of 1024 concurrent requests per cluster
-        # would turn a burst into 503s long before the model servers are full.
+        # Per pool. Generations are long-lived: Envoy's defaults (1,024 requests, 3 retries at
+        # once) would turn a burst into 503s long before the model servers are full; the
+        # router's queue limits shape the load, the breaker only bounds it. Retries are
+        # bounded by a budget (a share of the requests in flight) rather than a count.
         "circuit_breakers": {
             "thresholds": [
                 {
-                    "max_connections": 10_000,
-                    "max_pending_requests": 10_000,
-                    "max_requests": 10_000,
+                    "max_connections": breaker.max_connections,
+                    "max_pending_requests": breaker.max_pending_requests,
+                    "max_requests": breaker.max_requests,
+                    "retry_budget": {
+                        "budget_percent": {"value": breaker.retry_budget_percent},
+                        "min_retry_concurrency": breaker.min_retry_concurrency,
+                    },
                 }
             ]
         },
+        # An endpoint that keeps failing leaves rotation at once, between the router's polls.
+        # Connect failures and resets count apart from the pool's own 5xx answers.
+        "outlier_detection": {
+            "consecutive_5xx": outlier.consecutive_5xx,
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": outlier.consecutive_local_origin_failure,
+            "interval": _seconds(outlier.interval_ms),
+            "base_ejection_time": _seconds(outlier.base_ejection_ms),
+            "max_ejection_percent": outlier.max_ejection_percent,
+        },
         "load_assignment": _load_assignment(pool.name, endpoints),
+    }
+
+
+def _retry_policy(settings: Settings) -> dict[str, Any]:
+    """Bounded retries on the pool routes, each on another endpoint when the pool has one.
+    Envoy retries only before a response has started, so a streamed answer is never doubled."""
+    retries = settings.envoy.retries
+    if retries.num_retries == 0:
+        return {}
+    return {
+        "retry_policy": {
+            "retry_on": retries.retry_on,
+            "num_retries": retries.num_retries,
+            "retry_host_predicate": [
+                {
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {
+                        "@type": _TYPE
+                        + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                    },
+                }
+            ],
+            "host_selection_retry_max_attempts": 3,
+            "retry_back_off": {
+                "base_interval": _seconds(retries.backoff_base_ms),
+                "max_interval": _seconds(retries.backoff_max_ms),
+            },
+        }
     }
 
 
@@ -211,7 +261,7 @@ def _clusters(settings: Settings) -> list[dict[str, Any]]:
     tracing = settings.telemetry.tracing
     if tracing.enabled and tracing.endpoint is not None:
         clusters.append(_http2_cluster(OTEL_CLUSTER, [_host_port(tracing.endpoint)], settings))
-    return [*clusters, *map(_pool_cluster, settings.pools)]
+    return [*clusters, *(_pool_cluster(pool, settings) for pool in settings.pools)]
 
 
 def _local_reply_config() -> dict[str, Any]:
@@ -298,10 +348,15 @@ def _routes(settings: Settings) -> list[dict[str, Any]]:
     one it did not: a path it passes through, or fail-open let the request continue while the
     router was down. Guarded matches come first and turn fail-open off for themselves."""
     envoy = settings.envoy
-    action = {
-        "timeout": f"{envoy.route_timeout_s}s",
-        "idle_timeout": f"{envoy.stream_idle_timeout_s}s",
-    }
+
+    def action() -> dict[str, Any]:
+        """A fresh copy per route: a shared one would come out as a YAML anchor."""
+        return {
+            "timeout": f"{envoy.route_timeout_s}s",
+            "idle_timeout": f"{envoy.stream_idle_timeout_s}s",
+            **_retry_policy(settings),
+        }
+
     routed: dict[str, Any] = {"name": envoy.cluster_header, "present_match": True}
     fail_closed = {
         "envoy.filters.http.ext_proc": {
@@ -326,7 +381,7 @@ def _routes(settings: Settings) -> list[dict[str, Any]]:
                 {
                     "name": f"guarded_{index}_{suffix}",
                     "match": {"prefix": guard.prefix, "headers": headers + extra},
-                    "route": {**target, **action},
+                    "route": {**target, **action()},
                     "typed_per_filter_config": fail_closed,
                 }
             )
@@ -335,12 +390,12 @@ def _routes(settings: Settings) -> list[dict[str, Any]]:
         {
             "name": "routed",
             "match": {"prefix": "/", "headers": [routed]},
-            "route": {"cluster_header": envoy.cluster_header, **action},
+            "route": {"cluster_header": envoy.cluster_header, **action()},
         },
         {
             "name": "default",
             "match": {"prefix": "/"},
-            "route": {"cluster": settings.routing.default_pool, **action},
+            "route": {"cluster": settings.routing.default_pool, **action()},
         },
     ]
 

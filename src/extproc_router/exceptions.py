@@ -11,6 +11,8 @@ ext_proc stream with a gRPC error so that Envoy's `failure_mode_allow` decides w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = ["ConfigError", "ModelError", "RequestError", "RouterError"]
 
 
@@ -44,10 +46,13 @@ class RequestError(RouterError):
         code: str = "invalid_request",
         error_type: str = "invalid_request_error",
         param: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """`headers`: extra response headers, e.g. `retry-after` on a 503."""
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.error_type = error_type
         self.param = param
+        self.headers = dict(headers or {})

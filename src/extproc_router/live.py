@@ -17,6 +17,7 @@ from extproc_router.audit import AuditLog
 from extproc_router.exceptions import ConfigError, ModelError
 from extproc_router.models import Models, load_models
 from extproc_router.pipeline import Pipeline
+from extproc_router.pool_load import LoadBoard
 from extproc_router.routing import Router
 from extproc_router.safety.gate import Safety
 from extproc_router.settings import Settings, load_settings
@@ -33,7 +34,9 @@ class LiveConfig:
     def __init__(self, settings: Settings, models: Models | None, source: Path | None) -> None:
         self.settings = settings
         self.models = models
-        self.pipeline = _pipeline(settings, models)
+        # Outlives reloads: the readings stay while the config that judges them changes.
+        self.load = LoadBoard()
+        self.pipeline = _pipeline(settings, models, self.load)
         self.source = source
         self.loaded_at = time.time()
         self._mtime = _mtime(source)
@@ -56,7 +59,7 @@ class LiveConfig:
                 models = self.models
                 if models is None or settings.model != self.settings.model:
                     models = await asyncio.to_thread(load_models, settings.model)
-                pipeline = await asyncio.to_thread(_pipeline, settings, models)
+                pipeline = await asyncio.to_thread(_pipeline, settings, models, self.load)
             except (ConfigError, ModelError) as error:
                 metrics.RELOADS.labels(result="failed").inc()
                 logger.error("config reload rejected, old config keeps serving: %s", error)
@@ -84,13 +87,13 @@ class LiveConfig:
                 await self.reload()
 
 
-def _pipeline(settings: Settings, models: Models | None) -> Pipeline:
+def _pipeline(settings: Settings, models: Models | None, load: LoadBoard | None = None) -> Pipeline:
     safety = (
         Safety(settings.safety, models.jailbreak_head, models.jailbreak_screen)
         if models
         else Safety(settings.safety, None)
     )
-    return Pipeline(Router(settings, models), safety, AuditLog(settings.safety.audit))
+    return Pipeline(Router(settings, models), safety, AuditLog(settings.safety.audit), load)
 
 
 def _mtime(path: Path | None) -> float | None:

@@ -22,13 +22,18 @@ __all__ = [
     "DECISION_LATENCY",
     "FALLBACKS",
     "JAILBREAKS",
+    "LOAD_POLLS",
     "PHASE_LATENCY",
     "PII_DETECTIONS",
+    "POOL_RUNNING",
+    "POOL_STATE",
+    "POOL_WAITING",
     "REJECTED",
     "RELOADS",
     "REQUESTS",
     "REQUEST_DURATION",
     "SIGNAL_LATENCY",
+    "SPILLOVERS",
     "STREAMS_ACTIVE",
     "STREAM_ERRORS",
     "TIME_TO_FIRST_TOKEN",
@@ -140,6 +145,35 @@ COST_SAVED = Gauge(
 )
 
 
+# Load-aware routing (pool_load.py, spillover.py). Pool names come from the config, states and
+# poll results from the router's own short lists.
+SPILLOVERS = Counter(
+    "routing_spillovers",
+    "Requests moved off the pool the decision preferred because of its load, by pool pair.",
+    ["from_pool", "to_pool"],
+)
+LOAD_POLLS = Counter(
+    "pool_load_polls",
+    "Polls of pool endpoints' metrics, by pool and result: ok, timeout, refused, error.",
+    ["pool", "result"],
+)
+POOL_STATE = Gauge(
+    "pool_load_state",
+    "1 for the state each pool is in (ok, busy, full, down, unknown, unmonitored), else 0.",
+    ["pool", "state"],
+)
+POOL_WAITING = Gauge(
+    "pool_load_waiting",
+    "Requests waiting per endpoint of each pool (vllm:num_requests_waiting); -1 when unknown.",
+    ["pool"],
+)
+POOL_RUNNING = Gauge(
+    "pool_load_running",
+    "Requests running per endpoint of each pool (vllm:num_requests_running); -1 when unknown.",
+    ["pool"],
+)
+
+
 def observe_usage(pool: PoolSettings, usage: Usage, baseline: Price) -> None:
     labels = {"pool": pool.name, "gen_ai_response_model": pool.model}
     TOKEN_USAGE.labels(**labels, gen_ai_token_type="input").observe(usage.prompt_tokens)
@@ -155,6 +189,10 @@ def observe_decision(decision: Decision, seconds: float, stages: dict[str, float
     if decision.method == "fallback":
         reason = "no_signal" if decision.confidence is None else "low_confidence"
         FALLBACKS.labels(reason=reason).inc()
+    if decision.spillover is not None:
+        SPILLOVERS.labels(
+            from_pool=decision.spillover.from_pool, to_pool=decision.spillover.to_pool
+        ).inc()
     DECISION_LATENCY.observe(seconds * 1000)
     for signal in decision.signals:
         SIGNAL_LATENCY.labels(signal=signal.name).observe(signal.latency_ms)

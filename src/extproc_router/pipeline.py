@@ -21,9 +21,12 @@ from extproc_router.audit import AuditLog
 from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
 from extproc_router.failures import guard_async
+from extproc_router.pool_load import LoadBoard
 from extproc_router.request import ParsedRequest
 from extproc_router.routing import Decision, Router
 from extproc_router.safety.gate import JailbreakVerdict, PIIVerdict, Safety
+from extproc_router.settings import PoolSettings
+from extproc_router.spillover import allowed_pools, apply_load
 from extproc_router.tracing import stage
 
 __all__ = ["Outcome", "Pipeline"]
@@ -54,10 +57,14 @@ class Outcome:
 
 
 class Pipeline:
-    def __init__(self, router: Router, safety: Safety, audit: AuditLog) -> None:
+    def __init__(
+        self, router: Router, safety: Safety, audit: AuditLog, load: LoadBoard | None = None
+    ) -> None:
+        """`load`: the pools' latest load readings, for load-aware routing (`load.enabled`)."""
         self.router = router
         self.safety = safety
         self.audit = audit
+        self.load = load
 
     async def run(
         self, request: ParsedRequest, decision_id: str, *, dry_run: bool = False
@@ -127,6 +134,12 @@ class Pipeline:
                 reason=f"jailbreak score "
                 f"{jailbreak.score:.2f}: hardened pool {pool.name}; was {decision.reason}",
             )
+        candidates = (
+            [decision.pool]  # the hardened pool, or nothing
+            if decision.method == "safety"
+            else allowed_pools(decision, settings.pools)
+        )
+        decision = self._balance(decision, candidates, audit)
         decision, pii, redacted = await self._pii(request, decision, audit, deadline)
         audit("forwarded", decision=decision, pii=pii)
         elapsed = (time.perf_counter() - started) * 1000
@@ -174,7 +187,9 @@ class Pipeline:
                 code="pii_policy_violation",
             )
         if pii.action == "route":
-            decision, pii, redacted = self._route_to_compliant(request, decision, pii, deadline)
+            decision, pii, redacted = self._route_to_compliant(
+                request, decision, pii, deadline, audit
+            )
             if pii.action == "block":
                 audit("blocked_pii", decision=decision, pii=pii)
                 raise RequestError(
@@ -185,20 +200,42 @@ class Pipeline:
         return decision, pii, redacted
 
     def _route_to_compliant(
-        self, request: ParsedRequest, decision: Decision, pii: PIIVerdict, deadline: float
+        self,
+        request: ParsedRequest,
+        decision: Decision,
+        pii: PIIVerdict,
+        deadline: float,
+        audit: Callable[..., None],
     ) -> tuple[Decision, PIIVerdict, bool]:
-        """The best-scoring compliant pool (the vote's order, else config order)."""
-        pools = [p for p in self.router.settings.pools if p.compliant]
-        pools.sort(key=lambda p: -decision.scores.get(p.name, 0.0))
-        pool = pools[0]
-        verdict, redacted = self.safety.pii(request.body, pool.name, True, deadline)
+        """The best-scoring compliant pool (the vote's order, else config order); with
+        load-aware routing, the best of those with room — never a non-compliant one."""
+        pools = self.router.settings.pools
+        compliant = sorted(
+            (p for p in pools if p.compliant), key=lambda p: -decision.scores.get(p.name, 0.0)
+        )
         kinds = ", ".join(sorted(pii.counts))
         reason = f"PII ({kinds}) goes to compliant pools only; was {decision.pool.name}"
-        return (
-            dataclasses.replace(decision, pool=pool, method="pii", reason=reason),
-            verdict,
-            redacted,
+        decision = dataclasses.replace(
+            decision, pool=compliant[0], method="pii", reason=reason, spillover=None
         )
+        candidates = [p for p in allowed_pools(decision, pools) if p.compliant]
+        decision = self._balance(decision, candidates, audit)
+        verdict, redacted = self.safety.pii(request.body, decision.pool.name, True, deadline)
+        return decision, verdict, redacted
+
+    def _balance(
+        self, decision: Decision, candidates: list[PoolSettings], audit: Callable[..., None]
+    ) -> Decision:
+        """Load-aware routing among `candidates` (the pools this request may go to). A named
+        model is never moved; nothing allowed with room left is a 503 with retry-after."""
+        settings = self.router.settings
+        if self.load is None or not settings.load.enabled or decision.method == "model":
+            return decision
+        try:
+            return apply_load(decision, candidates, self.load.view(settings), settings.load)
+        except RequestError:
+            audit("pools_unavailable", decision=decision)
+            raise
 
 
 def _no_record(*args: object, **kwargs: object) -> None:

@@ -286,4 +286,6 @@ class LLMProcessor:
         outcome = "blocked" if blocked else "rejected"
         metrics.REQUESTS.labels(pool="none", outcome=outcome).inc()
         logger.info("rejected: %s %s", error.status, error.code)
-        return mutations.immediate_error(error, {"x-router-decision-id": self._decision_id})
+        return mutations.immediate_error(
+            error, {**error.headers, "x-router-decision-id": self._decision_id}
+        )

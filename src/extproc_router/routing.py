@@ -19,7 +19,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
@@ -31,6 +31,9 @@ from extproc_router.signals import complexity
 from extproc_router.signals.base import SignalResult
 from extproc_router.signals.keyword import KeywordMatcher
 from extproc_router.tracing import stage
+
+if TYPE_CHECKING:
+    from extproc_router.spillover import Spillover
 
 __all__ = ["Decision", "Router", "vote"]
 
@@ -52,6 +55,10 @@ class Decision:
     # Which embedding fed the signals: "static" (the cascade's cheap stage decided) or
     # "transformer"; empty when no model ran.
     stage: str = ""
+    # Set when the preferred pool's load moved the request (load-aware routing), with the
+    # load of every pool that was considered.
+    spillover: Spillover | None = None
+    load: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -78,6 +85,12 @@ class Decision:
                 }
                 for s in self.signals
             },
+            **(
+                {"load": {name: dict(load) for name, load in self.load.items()}}
+                if self.load
+                else {}
+            ),
+            **({"spillover": self.spillover.text()} if self.spillover else {}),
         }
 
     def header(self) -> str:
@@ -87,6 +100,8 @@ class Decision:
             parts.append(f"confidence={self.confidence:.2f}")
         if self.stage:
             parts.append(f"stage={self.stage}")
+        if self.spillover is not None:
+            parts.append(f"spillover={self.spillover.compact()}")
         for signal in self.signals:
             parts.append(f"{signal.name}={_brief(signal)}")
         text = "; ".join(parts)

@@ -31,6 +31,7 @@ from extproc_router._gen import router_pb2, router_pb2_grpc
 from extproc_router.api import RouterService
 from extproc_router.exceptions import ConfigError
 from extproc_router.live import LiveConfig
+from extproc_router.pool_load import poll_forever
 from extproc_router.service import ExternalProcessor
 from extproc_router.settings import Settings, TLSSettings
 
@@ -100,6 +101,8 @@ class Server:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._ready = True
         self._spawn(live.watch())
+        # Off the request path; idles while `load.enabled` is off (a reload may turn it on).
+        self._spawn(poll_forever(live.load, lambda: live.settings))
         logger.info(
             "extproc-router serving gRPC on %s:%d, admin on %s:%d",
             address.host,
@@ -113,6 +116,7 @@ class Server:
         app.router.add_get("/metrics", _metrics)
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/load", self._load)
         self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._admin.setup()
         address = self.settings.server.admin
@@ -124,6 +128,13 @@ class Server:
         if self._ready:
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready\n")
+
+    async def _load(self, request: web.Request) -> web.Response:
+        """Every pool's load as the router sees it now (what load-aware routing acts on)."""
+        if self.live is None:
+            return web.json_response({}, status=503)
+        view = self.live.load.view(self.live.settings)
+        return web.json_response({name: pool.evidence() for name, pool in view.items()})
 
     def _spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coroutine)

@@ -38,7 +38,9 @@ __all__ = [
     "EnvoySettings",
     "KeywordRule",
     "ListenAddress",
+    "LoadSettings",
     "ModelSettings",
+    "PoolLoadSettings",
     "PoolSettings",
     "Price",
     "RoutingSettings",
@@ -169,6 +171,38 @@ class OnErrorSettings(_Frozen):
     pii: OnError = "block"
 
 
+class RetrySettings(_Frozen):
+    """Envoy's retries on the pool routes: a reset connection or a pool endpoint that refuses
+    one is tried again (on another endpoint, when the pool has several) before the client sees
+    an error. Bounded twice: `num_retries` per request and each pool's retry budget."""
+
+    retry_on: str = Field(
+        default="5xx,reset,connect-failure", pattern=r"^[a-z0-9-]+(,[a-z0-9-]+)*$"
+    )
+    num_retries: int = Field(default=2, ge=0, le=10)
+    backoff_base_ms: int = Field(default=25, ge=1, le=10_000)
+    backoff_max_ms: int = Field(default=250, ge=1, le=60_000)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RetrySettings:
+        if self.backoff_max_ms < self.backoff_base_ms:
+            raise ValueError("backoff_max_ms must not be below backoff_base_ms")
+        return self
+
+
+class OutlierSettings(_Frozen):
+    """Envoy's outlier detection on every pool cluster: an endpoint that keeps failing is taken
+    out of its pool's rotation for a while, without waiting for the router's next poll."""
+
+    consecutive_5xx: int = Field(default=5, ge=1)
+    # Connect failures, resets and timeouts count on their own (split from the pool's 5xx).
+    consecutive_local_origin_failure: int = Field(default=3, ge=1)
+    interval_ms: int = Field(default=2_000, ge=100)
+    base_ejection_ms: int = Field(default=10_000, ge=100)
+    # Envoy ejects at least one endpoint whatever this says.
+    max_ejection_percent: int = Field(default=50, ge=0, le=100)
+
+
 class EnvoySettings(_Frozen):
     """What `render-envoy` puts into Envoy's config; the router itself only needs the header."""
 
@@ -192,6 +226,9 @@ class EnvoySettings(_Frozen):
     stream_idle_timeout_s: int = Field(default=300, ge=1)
     # One line per request on Envoy's stdout, with the chosen pool and model.
     access_log: bool = True
+    # Resilience on the pool clusters; the router's load-aware fallback complements them.
+    retries: RetrySettings = RetrySettings()
+    outlier_detection: OutlierSettings = OutlierSettings()
 
     @field_validator("cluster_header")
     @classmethod
@@ -240,6 +277,49 @@ class Price(_Frozen):
     output_per_1k: float = Field(default=0.0, ge=0)
 
 
+class PoolLoadSettings(_Frozen):
+    """How the router reads a pool's load (`routing.load`) and what it tolerates: vLLM's queue
+    (`vllm:num_requests_waiting`, per endpoint, averaged over the endpoints that answer)."""
+
+    # The Prometheus path on each endpoint (vLLM serves it on the API port). None: not polled,
+    # so the router never penalises nor skips the pool (Envoy's breakers still apply).
+    metrics_path: Annotated[str, StringConstraints(pattern=r"^/")] | None = "/metrics"
+    # Above this many waiting requests the pool's score is penalised, more the nearer it gets
+    # to the hard limit; at or above the hard limit it is skipped.
+    soft_waiting: int = Field(default=8, ge=0)
+    hard_waiting: int = Field(default=32, ge=1)
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> PoolLoadSettings:
+        if self.soft_waiting >= self.hard_waiting:
+            raise ValueError("soft_waiting must be below hard_waiting")
+        return self
+
+
+class CircuitBreakerSettings(_Frozen):
+    """Envoy's circuit breaker for one pool cluster. Generations are long-lived: Envoy's
+    defaults (1,024 requests, 3 concurrent retries) would turn a burst into 503s long before
+    the model servers' queues are full, so the queue limits above do the shaping."""
+
+    max_connections: int = Field(default=10_000, ge=1)
+    max_pending_requests: int = Field(default=10_000, ge=1)
+    max_requests: int = Field(default=10_000, ge=1)
+    # Retries in flight may be at most this share of the requests in flight (at least
+    # `min_retry_concurrency`): a pool that fails everything is not hammered twice over.
+    retry_budget_percent: float = Field(default=20.0, gt=0, le=100)
+    min_retry_concurrency: int = Field(default=3, ge=1)
+
+
+class DemoCapacity(_Frozen):
+    """What the demo pools (`extproc-router demo-pools`) simulate for this pool; nothing else
+    reads it. vLLM's batch size and decode speed, so load can be tested without a GPU."""
+
+    # Requests served at once; more wait in a queue (`vllm:num_requests_waiting`). 0: no limit.
+    max_running: int = Field(default=0, ge=0)
+    # Time per output token (the demo answers with the prompt's words, one token each).
+    token_ms: float = Field(default=0.0, ge=0, le=10_000)
+
+
 class PoolSettings(_Frozen):
     """A pool of identical model servers; Envoy load-balances across its endpoints."""
 
@@ -254,6 +334,9 @@ class PoolSettings(_Frozen):
     compliant: bool = False
     # What its tokens cost: `llm_cost_usd_total` and, against the baseline, the savings.
     price: Price = Price()
+    load: PoolLoadSettings = PoolLoadSettings()
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+    demo: DemoCapacity = DemoCapacity()
 
     @field_validator("endpoints")
     @classmethod
@@ -487,6 +570,41 @@ class TelemetrySettings(_Frozen):
     tracing: TracingSettings = TracingSettings()
 
 
+class LoadSettings(_Frozen):
+    """Load-aware routing: the router polls every pool endpoint's Prometheus metrics off the
+    request path and moves traffic off a pool before it saturates (`pools[].load`). Off by
+    default: turn it on where the pools export vLLM's metrics."""
+
+    enabled: bool = False
+    poll_interval_ms: int = Field(default=1_000, ge=50, le=60_000)
+    # Per endpoint and poll; a late answer counts as a failed poll.
+    timeout_ms: int = Field(default=500, ge=10, le=60_000)
+    # Older readings are unknown, never idle. None: three poll intervals.
+    stale_after_ms: int | None = Field(default=None, ge=50)
+    # An endpoint that refuses connections is down at once; one that fails (times out, answers
+    # garbage) this many polls in a row is down too. A pool with no endpoint up is skipped.
+    down_after_failures: int = Field(default=3, ge=1, le=100)
+    # Score a pool loses at its hard limit (linearly from the soft one): the vote's margin a
+    # cheaper pool's queue may cost before the next pool wins.
+    penalty: Unit = 0.5
+    # An unknown pool (stale or missing readings) counts as this far from its soft limit to
+    # its hard one: never as idle, never as full.
+    unknown_pressure: Unit = 0.5
+    # Seconds a client is told to wait when no allowed pool is left (503 `pools_unavailable`).
+    retry_after_s: int = Field(default=2, ge=1, le=3_600)
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> LoadSettings:
+        if self.timeout_ms > self.poll_interval_ms:
+            raise ValueError("timeout_ms must not exceed poll_interval_ms")
+        return self
+
+    @property
+    def stale_after_s(self) -> float:
+        stale = self.stale_after_ms
+        return (stale if stale is not None else 3 * self.poll_interval_ms) / 1000
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     envoy: EnvoySettings = EnvoySettings()
@@ -496,6 +614,7 @@ class Settings(_Frozen):
     safety: SafetySettings = SafetySettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     on_error: OnErrorSettings = OnErrorSettings()
+    load: LoadSettings = LoadSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

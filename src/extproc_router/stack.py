@@ -28,6 +28,8 @@ from extproc_router.settings import Settings
 __all__ = ["Stack", "envoy_binary", "start_stack"]
 
 _COMPONENTS = ("pools", "router", "envoy")
+# A component named "pool:NAME" is that one demo pool in a process of its own.
+_ONE_POOL = "pool:"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -75,14 +77,19 @@ class Stack:
                 "--concurrency",
                 "2",
             ]
-        sub = "demo-pools" if component == "pools" else "serve"
-        return [sys.executable, "-m", "extproc_router", sub, "--config", str(self.config_path)]
+        sub = "serve" if component == "router" else "demo-pools"
+        command = [sys.executable, "-m", "extproc_router", sub, "--config", str(self.config_path)]
+        if component.startswith(_ONE_POOL):  # one pool in its own process, e.g. "pool:small"
+            command += ["--pool", component.removeprefix(_ONE_POOL)]
+        return command
 
     def ready_urls(self, component: str) -> list[str]:
-        if component == "pools":
+        if component == "pools" or component.startswith(_ONE_POOL):
+            name = component.removeprefix(_ONE_POOL)
             return [
                 f"http://{endpoint}/health"
                 for pool in self.settings.pools
+                if component == "pools" or pool.name == name
                 for endpoint in pool.endpoints
             ]
         if component == "router":
@@ -146,8 +153,11 @@ class Stack:
         return process.returncode
 
     def stop_all(self) -> None:
-        """Envoy first, so no request reaches a component that is already gone."""
+        """Envoy first, so no request reaches a component that is already gone; then any
+        pool started on its own."""
         for component in reversed(_COMPONENTS):
+            self.stop(component)
+        for component in list(self.processes):
             self.stop(component)
 
     def dead(self) -> list[str]:

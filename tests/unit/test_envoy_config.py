@@ -163,3 +163,52 @@ def test_guarded_routes_render_fail_closed_and_validate(tmp_path: Path) -> None:
 def test_a_guard_names_a_valid_header() -> None:
     with pytest.raises(ConfigError, match="guarded_routes"):
         override(load_settings(), {"envoy.guarded_routes": [{"header": "X Tenant"}]})
+
+
+def test_pool_clusters_have_outlier_detection_bounded_retries_and_breakers(
+    tmp_path: Path,
+) -> None:
+    """The shipped config's resilience, per pool, from the router config, and Envoy takes it."""
+    settings = load_settings()
+    pools = [p.model_dump(mode="json") for p in settings.pools]
+    pools[2]["circuit_breaker"] = {"max_requests": 64, "retry_budget_percent": 10}
+    settings = override(
+        settings,
+        {
+            "pools": pools,
+            "envoy.retries.num_retries": 3,
+            "envoy.outlier_detection.consecutive_5xx": 7,
+        },
+    )
+    config = render_envoy(settings)
+    path = tmp_path / "resilient.yaml"
+    path.write_text(render_envoy_yaml(settings))
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    for name in ("small", "medium", "large"):
+        outlier = clusters[name]["outlier_detection"]
+        assert outlier["consecutive_5xx"] == 7
+        assert outlier["split_external_local_origin_errors"] is True
+        assert outlier["consecutive_local_origin_failure"] == 3
+    large = clusters["large"]["circuit_breakers"]["thresholds"][0]
+    assert large["max_requests"] == 64
+    assert large["retry_budget"]["budget_percent"] == {"value": 10.0}
+    assert clusters["small"]["circuit_breakers"]["thresholds"][0]["max_requests"] == 10_000
+    assert "outlier_detection" not in clusters["extproc_router"]
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    for route in hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]:
+        policy = route["route"]["retry_policy"]
+        assert policy["retry_on"] == "5xx,reset,connect-failure"
+        assert policy["num_retries"] == 3
+        assert policy["retry_host_predicate"][0]["name"].endswith("previous_hosts")
+    shipped = (REPO / "envoy" / "envoy.yaml").read_text()
+    assert "retry_on: 5xx,reset,connect-failure" in shipped
+    assert "&id" not in shipped  # one policy per route, not a YAML alias
+
+
+def test_retries_can_be_turned_off() -> None:
+    config = render_envoy(override(load_settings(), {"envoy.retries.num_retries": 0}))
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    routes = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert all("retry_policy" not in route["route"] for route in routes)

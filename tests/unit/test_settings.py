@@ -144,3 +144,39 @@ def test_tracing_endpoint_must_be_host_port() -> None:
     with pytest.raises(ConfigError) as caught:
         override(load_settings(), {"telemetry.tracing.endpoint": "http://collector"})
     assert "telemetry.tracing.endpoint" in str(caught.value)
+
+
+def test_load_aware_keys_are_checked_and_named() -> None:
+    data = example_data()
+    data["pools"][0]["load"] = {"soft_waiting": 10, "hard_waiting": 5}
+    data["pools"][1]["demo"] = {"max_running": -1}
+    data["load"] = {"enabled": True, "poll_interval_ms": 100, "timeout_ms": 500}
+    data["envoy"]["retries"] = {"retry_on": "5xx; drop table", "num_retries": 50}
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(data)
+    problems = "\n".join(caught.value.problems)
+    assert "pools.0.load: soft_waiting must be below hard_waiting" in problems
+    assert "pools.1.demo.max_running" in problems
+    assert "load: timeout_ms must not exceed poll_interval_ms" in problems
+    assert "envoy.retries.retry_on" in problems
+    assert "envoy.retries.num_retries" in problems
+
+
+def test_load_aware_defaults() -> None:
+    settings = load_settings()
+    assert settings.load.enabled is False  # on where the pools export vLLM's metrics
+    assert settings.load.stale_after_s == 3.0
+    assert override(settings, {"load.stale_after_ms": 700}).load.stale_after_s == 0.7
+    pool = settings.pool("small")
+    assert (pool.load.metrics_path, pool.load.soft_waiting, pool.load.hard_waiting) == (
+        "/metrics",
+        8,
+        32,
+    )
+    assert pool.demo.max_running == 0
+
+
+def test_the_reference_config_loads_with_load_aware_routing() -> None:
+    settings = load_settings(REPO / "config" / "reference.yaml")
+    assert settings.load.enabled is True
+    assert settings.pool("small").load.hard_waiting == 32
