@@ -145,6 +145,13 @@ class LoadBoard:
 
     def __init__(self) -> None:
         self._readings: dict[tuple[str, str], EndpointReading] = {}
+        self._failed: dict[str, float] = {}
+
+    def report_failure(self, pool: str, now: float | None = None) -> None:
+        """A request to `pool` failed the way a dead or overwhelmed pool fails (Envoy's 502,
+        503 or 504, after its retries): treat the pool as down until a poll newer than this
+        reads it again. Between polls, this is what keeps the next requests off it."""
+        self._failed[pool] = time.monotonic() if now is None else now
 
     def reading(self, pool: str, endpoint: str) -> EndpointReading:
         return self._readings.get((pool, endpoint), EndpointReading())
@@ -170,6 +177,9 @@ class LoadBoard:
             elif reading.read_at is not None and now - reading.read_at <= load.stale_after_s:
                 fresh.append(reading)
         total = len(pool.endpoints)
+        failed_at = self._failed.get(pool.name)
+        if failed_at is not None and all((r.read_at or 0.0) < failed_at for r in fresh):
+            down = total  # no endpoint read since the failure: believe the failure
         if down == total:
             return PoolLoad(pool.name, "down", endpoints=total, pressure=1.0)
         if not fresh:

@@ -31,6 +31,9 @@ _JSON_TYPES = ("application/json",)
 _BUFFERED_BODY_LIMIT = 256 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 _OPERATIONS = {"chat_completions": "chat", "completions": "text_completion"}
+# What a pool that is down or overwhelmed answers (through Envoy, after its retries): load-aware
+# routing keeps the next requests off it until its next good poll.
+_POOL_FAILURES = frozenset({502, 503, 504})
 # Blocks by the safety policy, as opposed to requests refused as malformed.
 _BLOCK_REASONS = {"content_policy_violation": "jailbreak", "pii_policy_violation": "pii"}
 
@@ -197,6 +200,9 @@ class LLMProcessor:
         status = int(headers.get(":status", "0") or 0)
         outcome = "ok" if status < 400 else f"upstream_{status // 100}xx"
         metrics.REQUESTS.labels(pool=decision.pool.name, outcome=outcome).inc()
+        load = self._pipeline.load
+        if status in _POOL_FAILURES and load is not None:
+            load.report_failure(decision.pool.name)
         tags = {
             "x-router-pool": decision.pool.name,
             "x-router-model": decision.model,

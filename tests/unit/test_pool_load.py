@@ -227,3 +227,14 @@ async def test_poll_once_polls_every_endpoint_at_once(
     assert metrics.LOAD_POLLS.labels(pool="large", result="refused")._value.get() == before + 1
     assert metrics.POOL_STATE.labels(pool="large", state="down")._value.get() == 1
     assert metrics.POOL_WAITING.labels(pool="small")._value.get() == 37
+
+
+def test_a_reported_failure_is_down_until_a_newer_poll_reads_the_pool() -> None:
+    settings = enabled()
+    board = LoadBoard()
+    board.record("small", endpoint(settings, "small"), reading(0))
+    board.report_failure("small")
+    assert board.view(settings)["small"].state == "down"
+    assert board.view(settings)["medium"].state == "unknown"  # only the pool that failed
+    board.record("small", endpoint(settings, "small"), reading(0))  # read after the failure
+    assert board.view(settings)["small"].state == "ok"

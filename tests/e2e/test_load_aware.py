@@ -1,0 +1,253 @@
+"""Load-aware routing through a real Envoy: a saturated pool's new traffic spills to the next
+pool within one poll interval and comes back when its queue drains; a killed pool's traffic
+goes to its fallback; a request carrying PII never spills to a pool that may not see it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from extproc_router.demo import TOKEN_DELAY_HEADER
+from extproc_router.pool_load import parse_metrics
+from extproc_router.stack import Stack, start_stack
+from tests.helpers import free_port_settings
+
+INTERVAL_S = 0.2
+# A probe leaves this often: the time a change takes to show is measured to within it.
+PROBE_EVERY_S = 0.04
+# Scheduling noise on a shared 2-core machine (router, Envoy, pools and the test on it).
+SLACK_S = 0.25
+SIMPLE = "What is the capital of France?"
+PII = "What is the capital of France? Reply to ann.smith@example.org please."
+
+LOAD_AWARE = {
+    "load.enabled": True,
+    "load.poll_interval_ms": int(INTERVAL_S * 1000),
+    "load.timeout_ms": 150,
+    "pools.0.demo.max_running": 1,
+    "pools.0.load.soft_waiting": 1,
+    "pools.0.load.hard_waiting": 3,
+    # Only small may see personal data the policy routes.
+    "pools.0.compliant": True,
+    "safety.pii.actions": {"ip_address": "allow", "email": "route"},
+}
+
+
+def admin(stack: Stack, path: str) -> httpx.Response:
+    address = stack.settings.server.admin
+    return httpx.get(f"http://{address.host}:{address.port}{path}", timeout=5)
+
+
+def router_view(stack: Stack) -> dict[str, str]:
+    return {pool: data["state"] for pool, data in admin(stack, "/load").json().items()}
+
+
+def wait_until(check: object, timeout: float = 10.0) -> float:
+    """Poll `check` (a callable) every 10 ms; the monotonic time it first held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return time.monotonic()
+        time.sleep(0.01)
+    raise AssertionError(f"not true after {timeout} s: {check}")
+
+
+def pool_waiting(stack: Stack, pool: str) -> float:
+    endpoint = stack.settings.pool(pool).endpoints[0]
+    page = httpx.get(f"http://{endpoint}/metrics", timeout=5).text
+    return parse_metrics(page)["vllm:num_requests_waiting"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(
+        free_port_settings(LOAD_AWARE), tmp_path_factory.mktemp("load"), log_to_files=True
+    )
+    try:
+        wait_until(lambda: set(router_view(running).values()) == {"ok"})
+        yield running
+    finally:
+        running.stop_all()
+
+
+@asynccontextmanager
+async def saturated(stack: Stack, requests: int = 6) -> AsyncIterator[None]:
+    """`requests` long generations sent straight to the small pool (one runs, the rest
+    wait); they leave its queue when the block ends (the client hangs up)."""
+    endpoint = stack.settings.pool("small").endpoints[0]
+    body = {"model": "llama3-8b", "messages": [{"role": "user", "content": "one two three"}]}
+    client = httpx.AsyncClient(timeout=60)
+    holds = [
+        asyncio.create_task(
+            client.post(
+                f"http://{endpoint}/v1/chat/completions",
+                json=body,
+                headers={TOKEN_DELAY_HEADER: "20000"},
+            )
+        )
+        for _ in range(requests)
+    ]
+    try:
+        yield
+    finally:
+        for hold in holds:
+            hold.cancel()
+        await asyncio.gather(*holds, return_exceptions=True)
+        await client.aclose()
+
+
+@dataclass(frozen=True)
+class Probe:
+    sent: float
+    status: int
+    pool: str
+    decision: str
+
+
+async def probe(client: httpx.AsyncClient, url: str, prompt: str = SIMPLE) -> Probe:
+    sent = time.monotonic()
+    body = {"model": "auto", "messages": [{"role": "user", "content": prompt}]}
+    try:
+        response = await client.post(url + "/v1/chat/completions", json=body)
+    except httpx.HTTPError as error:
+        return Probe(sent, 0, type(error).__name__, "")
+    return Probe(
+        sent,
+        response.status_code,
+        response.headers.get("x-demo-pool", ""),
+        response.headers.get("x-router-decision", ""),
+    )
+
+
+async def probes(client: httpx.AsyncClient, url: str, seconds: float) -> list[asyncio.Task[Probe]]:
+    """A probe every PROBE_EVERY_S for `seconds`, each on its own (one stuck in a queue does
+    not hold the next back)."""
+    tasks = []
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        tasks.append(asyncio.create_task(probe(client, url)))
+        await asyncio.sleep(PROBE_EVERY_S)
+    return tasks
+
+
+async def test_saturation_spills_within_one_poll_interval_and_comes_back(stack: Stack) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await probe(client, stack.url)).pool == "small"
+        async with saturated(stack):
+            full_at = await asyncio.to_thread(wait_until, lambda: pool_waiting(stack, "small") >= 3)
+            # Probes that reach small before the router notices wait in its queue until the
+            # block ends; they must not hold later probes back, nor fail.
+            first = await probes(client, stack.url, 1.0)
+            done, _ = await asyncio.wait(first, timeout=0.5)
+            spilled = [t.result() for t in done if t.result().pool == "medium"]
+            assert spilled, "no probe went to medium while small was full"
+            moved_at = min(p.sent for p in spilled)
+        drained_at = await asyncio.to_thread(wait_until, lambda: pool_waiting(stack, "small") == 0)
+        saturated_phase = await asyncio.gather(*first)
+        back = await asyncio.gather(*(await probes(client, stack.url, 0.8)))
+    assert all(p.status == 200 for p in saturated_phase + back), "a client saw an error"
+    assert moved_at - full_at <= INTERVAL_S + PROBE_EVERY_S + SLACK_S, moved_at - full_at
+    after = [p for p in saturated_phase if p.sent >= moved_at]
+    assert {p.pool for p in after} == {"medium"}, "went back to small while it was full"
+    # The queue: the held requests, and the probes that reached small before the router knew.
+    assert all("spillover=small->medium,waiting=" in p.decision for p in after)
+    returned = [p for p in back if p.pool == "small"]
+    assert returned, "never came back to small"
+    returned_at = min(p.sent for p in returned)
+    assert returned_at - drained_at <= INTERVAL_S + PROBE_EVERY_S + SLACK_S
+    assert {p.pool for p in back if p.sent >= returned_at} == {"small"}
+    assert "spillover" not in back[-1].decision
+    text = admin(stack, "/metrics").text
+    line = 'routing_spillovers_total{from_pool="small",to_pool="medium"}'
+    assert float(text.split(line, 1)[1].split()[0]) >= len(after)
+
+
+def test_pii_is_never_spilled_to_a_non_compliant_pool(stack: Stack) -> None:
+    async def run() -> tuple[httpx.Response, httpx.Response]:
+        async with saturated(stack):
+            await asyncio.to_thread(wait_until, lambda: router_view(stack)["small"] == "full")
+            async with httpx.AsyncClient(timeout=30) as client:
+                body = {"model": "auto", "messages": [{"role": "user", "content": PII}]}
+                refused = await client.post(stack.url + "/v1/chat/completions", json=body)
+                body = {"model": "auto", "messages": [{"role": "user", "content": SIMPLE}]}
+                spilled = await client.post(stack.url + "/v1/chat/completions", json=body)
+        return refused, spilled
+
+    refused, spilled = asyncio.run(run())
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "2"
+    assert refused.headers["content-type"] == "application/json"
+    error = refused.json()["error"]
+    assert error["code"] == "pools_unavailable"
+    assert "small: waiting=" in error["message"]
+    assert "x-demo-pool" not in refused.headers  # no pool saw it: not medium, not large
+    assert spilled.status_code == 200
+    assert spilled.headers["x-demo-pool"] == "medium"  # without PII the spill is allowed
+    wait_until(lambda: router_view(stack)["small"] == "ok")
+    placed = httpx.post(
+        stack.url + "/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": PII}]},
+        timeout=30,
+    )
+    assert placed.headers["x-demo-pool"] == "small"
+
+
+def test_a_killed_pool_s_traffic_goes_to_its_fallback(tmp_path: Path) -> None:
+    """Traffic runs through the kill. Only a request already sent to the pool as it died can
+    fail (Envoy retries it, but on the same pool): its 503 marks the pool down at once, and
+    the polls confirm it within one interval."""
+    settings = free_port_settings(LOAD_AWARE)
+    # Each pool its own process, so one can be killed; the router and Envoy first.
+    stack = start_stack(settings, tmp_path, log_to_files=True, components=("router", "envoy"))
+    replies: list[Probe] = []
+    try:
+        for pool in settings.pools:
+            stack.start(f"pool:{pool.name}")
+        wait_until(lambda: set(router_view(stack).values()) == {"ok"})
+        body = {"model": "auto", "messages": [{"role": "user", "content": SIMPLE}]}
+        killed_at = 0.0
+        with httpx.Client(timeout=30) as client:
+            started = time.monotonic()
+            while time.monotonic() - started < 2.0:
+                if not killed_at and time.monotonic() - started > 0.5:
+                    stack.stop("pool:small", sig=signal.SIGKILL)
+                    killed_at = time.monotonic()
+                sent = time.monotonic()
+                response = client.post(stack.url + "/v1/chat/completions", json=body)
+                headers = response.headers
+                replies.append(
+                    Probe(
+                        sent,
+                        response.status_code,
+                        headers.get("x-demo-pool", ""),
+                        headers.get("x-router-decision", ""),
+                    )
+                )
+        state = router_view(stack)["small"]
+    finally:
+        stack.stop_all()
+    before = [p for p in replies if p.sent < killed_at]
+    after = [p for p in replies if p.sent >= killed_at]
+    assert before
+    assert {p.pool for p in before} == {"small"}
+    assert all(p.status == 200 for p in before)
+    failed = [p for p in after if p.status != 200]
+    assert len(failed) <= 1, failed  # at most the one in flight as the pool died
+    assert all(p.sent - killed_at < INTERVAL_S for p in failed)
+    moved = [p for p in after if p.pool == "medium"]
+    assert moved
+    moved_at = min(p.sent for p in moved)
+    assert moved_at - killed_at <= INTERVAL_S + SLACK_S, moved_at - killed_at
+    rest = [p for p in after if p.sent >= moved_at]
+    assert len(rest) >= 20
+    assert {(p.status, p.pool) for p in rest} == {(200, "medium")}
+    assert all("spillover=small->medium,down" in p.decision for p in rest)
+    assert state == "down"
