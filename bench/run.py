@@ -4,7 +4,8 @@ Three Envoys in front of one set of demo pools: no ext_proc (`direct`, the floor
 ext_proc (our server with every stage off: the gRPC floor), and the full router. wrk drives each
 with the same requests at each concurrency, the three alternating, several times; the report
 gives medians, what the router adds over `direct`, and ratios against both floors, and writes
-docs/BENCHMARKS.md with a plot.
+docs/BENCHMARKS.md with a plot. Then a burst beyond the small pool's capacity, with load-aware
+routing off and on (bench/burst.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.burst import burst_lines, measure_burst
 from bench.harness import Result, median, rss_mb, start_bench, wrk, wrk_script
 from bench.prompts import KEYWORD, MIX, SIZES, body
 from bench.report import Table, plot, report
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--concurrency", default="1,8,32,128")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
+    parser.add_argument("--burst-rate", type=float, default=40, help="burst requests/s")
+    parser.add_argument("--burst-seconds", type=float, default=4, help="0 skips the burst")
     args = parser.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     command = "make bench" + (f" ARGS='{' '.join(argv)}'" if argv else "")
@@ -76,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             settings = bench.full.settings
         finally:
             bench.stop()
+        burst = (
+            burst_lines(
+                measure_burst(workdir, rate=args.burst_rate, seconds=args.burst_seconds),
+                rate=args.burst_rate,
+                seconds=args.burst_seconds,
+            )
+            if args.burst_seconds > 0
+            else []
+        )
     table: Table = {key: median(results) for key, results in runs.items()}
     image = args.output.with_name("bench-latency.png")
     plot(table, list(CASES), concurrencies, image)
@@ -86,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         details=(args.repeats, args.duration),
         rss=(rss_start, rss_end),
-        extra=[*stream, *stage_lines(settings)],
+        extra=[*stream, *stage_lines(settings), *burst],
         image=image.name,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
