@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -14,11 +16,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from extproc_router.demo import TOKEN_DELAY_HEADER
 from extproc_router.pool_load import parse_metrics
+from extproc_router.settings import override
 from extproc_router.stack import Stack, start_stack
-from tests.helpers import free_port_settings
+from tests.e2e.test_faults import envoy_stat
+from tests.helpers import free_port, free_port_settings
 
 INTERVAL_S = 0.2
 # A probe leaves this often: the time a change takes to show is measured to within it.
@@ -251,3 +256,43 @@ def test_a_killed_pool_s_traffic_goes_to_its_fallback(tmp_path: Path) -> None:
     assert {(p.status, p.pool) for p in rest} == {(200, "medium")}
     assert all("spillover=small->medium,down" in p.decision for p in rest)
     assert state == "down"
+
+
+def test_envoy_retries_and_ejects_a_dead_endpoint_inside_a_pool(tmp_path: Path) -> None:
+    """The router's fallback covers a whole pool; Envoy covers one endpoint: a request that
+    finds a dead endpoint is retried on the live one, and the dead one is ejected."""
+    dead = f"127.0.0.1:{free_port()}"
+    settings = free_port_settings({**LOAD_AWARE, "envoy.outlier_detection.interval_ms": 200})
+    live = settings.pool("small").endpoints[0]
+    settings = override(settings, {"pools.0.endpoints": [live, dead]})
+    stack = start_stack(settings, tmp_path, log_to_files=True, components=("router", "envoy"))
+    # The small pool's process serves only the live endpoint (its own copy of the config).
+    only_live = tmp_path / "small-live.yaml"
+    data = yaml.safe_load(stack.config_path.read_text())
+    data["pools"][0]["endpoints"] = [live]
+    only_live.write_text(yaml.safe_dump(data))
+    log = (tmp_path / "small-live.log").open("wb")
+    command = [sys.executable, "-m", "extproc_router", "demo-pools", "--config", str(only_live)]
+    small = subprocess.Popen([*command, "--pool", "small"], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    ejections = "cluster.small.outlier_detection.ejections_enforced_total"
+    try:
+        stack.start("pool:medium")
+        stack.start("pool:large")
+        wait_until(lambda: set(router_view(stack).values()) == {"ok"})
+        load = admin(stack, "/load").json()["small"]
+        assert (load["endpoints_up"], load["endpoints"]) == (1, 2)  # a pool, not an endpoint
+        body = {"model": "llama3-8b", "messages": [{"role": "user", "content": SIMPLE}]}
+        url = stack.url + "/v1/chat/completions"
+        with httpx.Client(timeout=30) as client:
+            replies = [client.post(url, json=body) for _ in range(30)]
+            wait_until(lambda: envoy_stat(stack, ejections) >= 1)
+            later = [client.post(url, json=body) for _ in range(10)]
+        retried = envoy_stat(stack, "cluster.small.upstream_rq_retry_success")
+    finally:
+        small.terminate()
+        small.wait()
+        stack.stop_all()
+    assert [r.status_code for r in replies + later] == [200] * 40
+    assert {r.headers["x-demo-endpoint"] for r in replies + later} == {live}
+    assert retried >= 1
