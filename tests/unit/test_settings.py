@@ -150,6 +150,7 @@ def test_load_aware_keys_are_checked_and_named() -> None:
     data = example_data()
     data["pools"][0]["load"] = {"soft_waiting": 10, "hard_waiting": 5}
     data["pools"][1]["demo"] = {"max_running": -1}
+    data["pools"][2]["load"] = {"metrics_path": "metrics"}
     data["load"] = {"enabled": True, "poll_interval_ms": 100, "timeout_ms": 500}
     data["envoy"]["retries"] = {"retry_on": "5xx; drop table", "num_retries": 50}
     with pytest.raises(ConfigError) as caught:
@@ -157,6 +158,7 @@ def test_load_aware_keys_are_checked_and_named() -> None:
     problems = "\n".join(caught.value.problems)
     assert "pools.0.load: soft_waiting must be below hard_waiting" in problems
     assert "pools.1.demo.max_running" in problems
+    assert "pools.2.load.metrics_path: String should match pattern '^/'" in problems
     assert "load: timeout_ms must not exceed poll_interval_ms" in problems
     assert "envoy.retries.retry_on" in problems
     assert "envoy.retries.num_retries" in problems
