@@ -236,9 +236,19 @@ def test_a_killed_pool_s_traffic_goes_to_its_fallback(tmp_path: Path) -> None:
                         headers.get("x-router-decision", ""),
                     )
                 )
-        state = router_view(stack)["small"]
+            state = router_view(stack)["small"]
+            # Back up: its traffic returns within a poll, and Envoy sends it there even while
+            # the endpoint may still be ejected (a pool's only endpoint: panic routing).
+            stack.start("pool:small")
+            wait_until(lambda: router_view(stack)["small"] == "ok")
+            returned = [
+                client.post(stack.url + "/v1/chat/completions", json=body) for _ in range(10)
+            ]
     finally:
         stack.stop_all()
+    assert [(r.status_code, r.headers.get("x-demo-pool")) for r in returned] == [
+        (200, "small")
+    ] * 10
     before = [p for p in replies if p.sent < killed_at]
     after = [p for p in replies if p.sent >= killed_at]
     assert before
