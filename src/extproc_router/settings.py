@@ -254,6 +254,9 @@ class PoolSettings(_Frozen):
     compliant: bool = False
     # What its tokens cost: `llm_cost_usd_total` and, against the baseline, the savings.
     price: Price = Price()
+    # Its typical time to a whole answer, in seconds: what `extproc-router replay` expects a
+    # request routed here to take (the router never measures against it).
+    latency_s: float | None = Field(default=None, gt=0)
 
     @field_validator("endpoints")
     @classmethod
@@ -474,6 +477,9 @@ class BaselinePrice(Price):
     """The model every request would go to without the router."""
 
     model: ModelName
+    # Its typical time to a whole answer (replay); unset: the `latency_s` of the pool serving
+    # `model`, if one does.
+    latency_s: float | None = Field(default=None, gt=0)
 
 
 class TelemetrySettings(_Frozen):
@@ -525,7 +531,9 @@ class Settings(_Frozen):
         if self.telemetry.baseline is not None:
             return self.telemetry.baseline
         priciest = max(self.pools, key=lambda p: p.price.input_per_1k + p.price.output_per_1k)
-        return BaselinePrice(model=priciest.model, **priciest.price.model_dump())
+        return BaselinePrice(
+            model=priciest.model, latency_s=priciest.latency_s, **priciest.price.model_dump()
+        )
 
 
 def _reference_problems(settings: Settings) -> list[str]:
