@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 # A test (or a curious person) can slow the stream down to watch it arrive chunk by chunk.
 TOKEN_DELAY_HEADER = "x-demo-token-delay-ms"
+_RECEIVED = 1000
 
 
 def _error(status: int, message: str, code: str) -> web.Response:
@@ -61,6 +63,9 @@ class _Pool:
         self.pool = pool
         self.endpoint = endpoint
         self.accepted = frozenset(accepted)
+        # What reached this endpoint, newest last (GET /demo/received): lets a test see that a
+        # cached answer never came here, or that a mirrored copy did.
+        self.received: deque[dict[str, Any]] = deque(maxlen=_RECEIVED)
 
     def _headers(self, request: web.Request | None = None) -> dict[str, str]:
         headers = {"x-demo-pool": self.pool.name, "x-demo-endpoint": self.endpoint}
@@ -80,6 +85,9 @@ class _Pool:
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n", headers=self._headers())
 
+    async def received_requests(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.received), headers=self._headers())
+
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._complete(request, chat=True)
 
@@ -94,8 +102,6 @@ class _Pool:
         if not isinstance(body, dict):
             return _error(400, "the body must be a JSON object", "invalid_json")
         model = body.get("model")
-        if model not in self.accepted:
-            return _error(404, f"The model `{model}` does not exist.", "model_not_found")
         if chat:
             messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
             users = [m for m in messages if m.get("role") == "user"]
@@ -105,6 +111,18 @@ class _Pool:
             prompt = body.get("prompt", "")
             reply = prompt if isinstance(prompt, str) else json.dumps(prompt)
             prompt_tokens = len(reply.split())
+        self.received.append(
+            {
+                "path": request.path,
+                "host": request.host,
+                "model": model,
+                "prompt": reply,
+                "stream": bool(body.get("stream")),
+                "decision_id": request.headers.get("x-router-decision-id", ""),
+            }
+        )
+        if model not in self.accepted:
+            return _error(404, f"The model `{model}` does not exist.", "model_not_found")
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(reply.split()),
@@ -213,6 +231,7 @@ def build_app(
     app = web.Application(client_max_size=1 << 30)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_get("/health", handlers.health)
+    app.router.add_get("/demo/received", handlers.received_requests)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/completions", handlers.completions)
     return app

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from extproc_router import metrics
 from extproc_router.audit import AuditLog
+from extproc_router.cache import SemanticCache
 from extproc_router.exceptions import ConfigError, ModelError
 from extproc_router.models import Models, load_models
 from extproc_router.pipeline import Pipeline
@@ -33,7 +34,9 @@ class LiveConfig:
     def __init__(self, settings: Settings, models: Models | None, source: Path | None) -> None:
         self.settings = settings
         self.models = models
-        self.pipeline = _pipeline(settings, models)
+        # Outlives reloads that leave `cache` as it was: a reload keeps what it holds.
+        self.cache = _cache(settings)
+        self.pipeline = _pipeline(settings, models, self.cache)
         self.source = source
         self.loaded_at = time.time()
         self._mtime = _mtime(source)
@@ -56,7 +59,8 @@ class LiveConfig:
                 models = self.models
                 if models is None or settings.model != self.settings.model:
                     models = await asyncio.to_thread(load_models, settings.model)
-                pipeline = await asyncio.to_thread(_pipeline, settings, models)
+                cache = self.cache if settings.cache == self.settings.cache else _cache(settings)
+                pipeline = await asyncio.to_thread(_pipeline, settings, models, cache)
             except (ConfigError, ModelError) as error:
                 metrics.RELOADS.labels(result="failed").inc()
                 logger.error("config reload rejected, old config keeps serving: %s", error)
@@ -69,6 +73,10 @@ class LiveConfig:
             # The old pipeline's audit file closes when its last stream lets go of it; closing
             # it here would fail a request still being decided with it.
             self.settings, self.models, self.pipeline = settings, models, pipeline
+            if cache is not self.cache:
+                old, self.cache = self.cache, cache
+                if old is not None:
+                    await old.aclose()
             self.loaded_at = time.time()
             metrics.RELOADS.labels(result="ok").inc()
             logger.info("config reloaded from %s", self.source)
@@ -83,14 +91,24 @@ class LiveConfig:
             if _mtime(self.source) != self._mtime:
                 await self.reload()
 
+    async def aclose(self) -> None:
+        if self.cache is not None:
+            await self.cache.aclose()
 
-def _pipeline(settings: Settings, models: Models | None) -> Pipeline:
+
+def _cache(settings: Settings) -> SemanticCache | None:
+    return SemanticCache(settings.cache) if settings.cache.routes else None
+
+
+def _pipeline(
+    settings: Settings, models: Models | None, cache: SemanticCache | None = None
+) -> Pipeline:
     safety = (
         Safety(settings.safety, models.jailbreak_head, models.jailbreak_screen)
         if models
         else Safety(settings.safety, None)
     )
-    return Pipeline(Router(settings, models), safety, AuditLog(settings.safety.audit))
+    return Pipeline(Router(settings, models), safety, AuditLog(settings.safety.audit), cache=cache)
 
 
 def _mtime(path: Path | None) -> float | None:

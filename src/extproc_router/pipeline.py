@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from extproc_router.audit import AuditLog
+from extproc_router.cache import Lookup, SemanticCache
 from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
 from extproc_router.failures import guard_async
@@ -40,6 +41,8 @@ class Outcome:
     pii: PIIVerdict
     # The one MiniLM inference every model-based stage shares.
     embed_ms: float = 0.0
+    # A cacheable request's cache lookup (with the answer on a hit); None: not cacheable.
+    cache: Lookup | None = None
 
     @property
     def flagged(self) -> bool:
@@ -54,10 +57,18 @@ class Outcome:
 
 
 class Pipeline:
-    def __init__(self, router: Router, safety: Safety, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        router: Router,
+        safety: Safety,
+        audit: AuditLog,
+        *,
+        cache: SemanticCache | None = None,
+    ) -> None:
         self.router = router
         self.safety = safety
         self.audit = audit
+        self.cache = cache
 
     async def run(
         self, request: ParsedRequest, decision_id: str, *, dry_run: bool = False
@@ -128,11 +139,17 @@ class Pipeline:
                 f"{jailbreak.score:.2f}: hardened pool {pool.name}; was {decision.reason}",
             )
         decision, pii, redacted = await self._pii(request, decision, audit, deadline)
-        audit("forwarded", decision=decision, pii=pii)
+        cached = None
+        if self.cache is not None and not dry_run:
+            cached = await self.cache.lookup(
+                request, decision, pii, jailbreak, router=router, embedding=embedding
+            )
+        hit = cached is not None and cached.hit is not None
+        audit("cache_hit" if hit else "forwarded", decision=decision, pii=pii)
         elapsed = (time.perf_counter() - started) * 1000
         decision = dataclasses.replace(decision, latency_ms=elapsed)
         body_changed = redacted or request.model != decision.model
-        return Outcome(decision, body_changed, jailbreak, pii, embed_ms)
+        return Outcome(decision, body_changed, jailbreak, pii, embed_ms, cached)
 
     async def _pii(
         self,

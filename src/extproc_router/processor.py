@@ -16,9 +16,10 @@ from typing import Any, Protocol
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 
 from extproc_router import metrics, mutations, tracing
+from extproc_router.cache import ResponseRecorder, render_answer
 from extproc_router.exceptions import RequestError
 from extproc_router.pipeline import Outcome, Pipeline
-from extproc_router.request import Api, encode_body, parse_body
+from extproc_router.request import Api, ParsedRequest, encode_body, parse_body
 from extproc_router.usage import ResponseMeter, ask_for_usage
 
 __all__ = ["Headers", "LLMProcessor", "PassThrough", "Processor"]
@@ -100,6 +101,9 @@ class LLMProcessor:
         self._first_chunk = True
         self._closed = False
         self._error_code = ""
+        # The semantic cache: the answer is being kept to store (a miss), or came from it.
+        self._recorder: ResponseRecorder | None = None
+        self._cache_hit = False
 
     @property
     def decision_id(self) -> str:
@@ -159,6 +163,8 @@ class LLMProcessor:
         except RequestError as error:
             return self._reject(error)
         self._outcome = outcome
+        if outcome.cache is not None and outcome.cache.hit is not None:
+            return self._answer_from_cache(request, outcome, time.perf_counter() - started)
         metrics.observe_decision(
             decision,
             time.perf_counter() - started,
@@ -207,11 +213,22 @@ class LLMProcessor:
             tags["x-router-pii"] = self._outcome.pii.action
         if self._outcome.flagged:
             tags["x-router-safety"] = "flagged"
-        if status >= 300 or not self._pipeline.router.settings.telemetry.usage:
-            return mutations.continue_response_headers(tags)
         content_type = headers.get("content-type", "")
         event_stream = content_type.startswith("text/event-stream")
-        self._meter = ResponseMeter(event_stream=event_stream, strip=self._strip_usage)
+        cache = self._outcome.cache
+        if cache is not None:
+            tags["x-router-cache"] = "miss"
+            if status == 200 and self._pipeline.cache is not None:
+                self._recorder = ResponseRecorder(
+                    chat=self._api == "chat_completions",
+                    event_stream=event_stream,
+                    limit=self._pipeline.cache.settings.max_response_bytes,
+                )
+        usage = self._pipeline.router.settings.telemetry.usage
+        if status >= 300 or not (usage or self._recorder):
+            return mutations.continue_response_headers(tags)
+        if usage:
+            self._meter = ResponseMeter(event_stream=event_stream, strip=self._strip_usage)
         # Removing a chunk changes the length; SSE rarely has one, but then it must go.
         remove = ("content-length",) if self._strip_usage and event_stream else ()
         # A small JSON answer comes whole in one message; anything else (SSE, or no length, or
@@ -225,7 +242,7 @@ class LLMProcessor:
     async def on_response_body(
         self, body: bytes, end_of_stream: bool
     ) -> ext_proc.ProcessingResponse:
-        if self._meter is None:
+        if self._meter is None and self._recorder is None:
             return mutations.continue_response_body()
         if self._first_chunk and self._outcome is not None:
             self._first_chunk = False
@@ -233,13 +250,53 @@ class LLMProcessor:
             metrics.TIME_TO_FIRST_TOKEN.labels(
                 pool=pool.name, gen_ai_response_model=pool.model
             ).observe(time.perf_counter() - self._started)
-        replaced = self._meter.feed(body, end_of_stream)
+        if self._recorder is not None:
+            self._recorder.feed(body)
+        replaced = self._meter.feed(body, end_of_stream) if self._meter is not None else None
         if end_of_stream:
+            self._store_answer()
             self.close()
         return mutations.continue_response_body(replaced)
 
+    def _store_answer(self) -> None:
+        """A whole 2xx answer to a cache miss: offer it to the cache."""
+        cache, recorder = self._pipeline.cache, self._recorder
+        lookup = self._outcome.cache if self._outcome is not None else None
+        if cache is not None and recorder is not None and lookup is not None:
+            self._recorder = None
+            cache.store(lookup, recorder.answer())
+
+    def _answer_from_cache(
+        self, request: ParsedRequest, outcome: Outcome, seconds: float
+    ) -> ext_proc.ProcessingResponse:
+        """The router answers in the pool's place: no pool sees the request."""
+        self._cache_hit = True
+        decision = outcome.decision
+        lookup = outcome.cache
+        if lookup is None or lookup.hit is None:
+            raise ValueError("not a cache hit")
+        metrics.observe_decision(decision, seconds, {"embedding_model": outcome.embed_ms})
+        metrics.REQUESTS.labels(pool=decision.pool.name, outcome="cache_hit").inc()
+        logger.info(
+            "answered from the cache (%s, similarity %.3f)",
+            decision.pool.name,
+            lookup.similarity,
+            extra={"pool": decision.pool.name, "method": decision.method},
+        )
+        content_type, body = render_answer(lookup.hit, request, decision.model)
+        headers = {
+            "content-type": content_type,
+            "x-router-cache": "hit",
+            "x-router-cache-similarity": f"{lookup.similarity:.3f}",
+            "x-router-pool": decision.pool.name,
+            "x-router-model": decision.model,
+            "x-router-decision-id": self._decision_id,
+            "x-router-decision": decision.header(),
+        }
+        return mutations.immediate_response(200, headers, body, details="extproc_router_cache_hit")
+
     def close(self) -> None:
-        if self._closed or self._outcome is None:
+        if self._closed or self._outcome is None or self._cache_hit:
             return
         self._closed = True
         pool = self._outcome.decision.pool
@@ -262,6 +319,7 @@ class LLMProcessor:
         if self._outcome is not None:
             decision = self._outcome.decision
             attributes |= {
+                "router.cache": _cache_state(self._outcome),
                 "gen_ai.response.model": decision.model,
                 "router.pool": decision.pool.name,
                 "router.method": decision.method,
@@ -287,3 +345,9 @@ class LLMProcessor:
         metrics.REQUESTS.labels(pool="none", outcome=outcome).inc()
         logger.info("rejected: %s %s", error.status, error.code)
         return mutations.immediate_error(error, {"x-router-decision-id": self._decision_id})
+
+
+def _cache_state(outcome: Outcome) -> str:
+    if outcome.cache is None:
+        return "none"
+    return "hit" if outcome.cache.hit is not None else "miss"

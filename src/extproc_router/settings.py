@@ -32,6 +32,8 @@ __all__ = [
     "PREFERENCES",
     "SIGNALS",
     "TIERS",
+    "CacheRoute",
+    "CacheSettings",
     "ComplexitySettings",
     "DomainSettings",
     "EmbeddingRoute",
@@ -493,6 +495,40 @@ class TelemetrySettings(_Frozen):
     tracing: TracingSettings = TracingSettings()
 
 
+class CacheRoute(_Frozen):
+    """Requests the router sends to `pool` (and, when set, speak `api`) may be answered from
+    the cache; the rest never are (opt-in per route)."""
+
+    pool: Name
+    api: Literal["chat_completions", "completions"] | None = None
+    threshold: Unit | None = None
+    ttl_s: int | None = Field(default=None, ge=1)
+
+
+class CacheSettings(_Frozen):
+    """The semantic cache: a request whose prompt is at least `threshold` similar (cosine of
+    the MiniLM embeddings) to an earlier one, with the same conversation before it, the same
+    pool and the same parameters, is answered by the router without any pool."""
+
+    # No routes: no cache (and no Redis connection).
+    routes: tuple[CacheRoute, ...] = ()
+    backend: Literal["memory", "redis"] = "memory"
+    # Replicas that share one Redis share one cache.
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
+    # A Redis slower than this is a miss (and the answer is not stored): never a failure.
+    redis_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    key_prefix: str = Field(default="extproc-router:cache", min_length=1)
+    # High by default: a near-duplicate must not get another question's answer.
+    threshold: Unit = 0.95
+    ttl_s: int = Field(default=3_600, ge=1)
+    max_entries: int = Field(default=10_000, ge=1)
+    # Sampled answers (temperature above 0, or unset: OpenAI's default is 1) differ on
+    # purpose; serving one again would take that away.
+    temperature_zero_only: bool = True
+    # Larger answers are not stored.
+    max_response_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     envoy: EnvoySettings = EnvoySettings()
@@ -503,10 +539,11 @@ class Settings(_Frozen):
     telemetry: TelemetrySettings = TelemetrySettings()
     on_error: OnErrorSettings = OnErrorSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    cache: CacheSettings = CacheSettings()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
-        problems = _reference_problems(self)
+        problems = _reference_problems(self) + _traffic_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -599,6 +636,16 @@ def _reference_problems(settings: Settings) -> list[str]:
             f"({settings.envoy.message_timeout_ms}), or Envoy gives up on the router first"
         )
     return problems
+
+
+def _traffic_problems(settings: Settings) -> list[str]:
+    """Pools named by the cache, shadow and experiment sections must exist."""
+    names = {pool.name for pool in settings.pools}
+    return [
+        f"cache.routes.{index}.pool: no pool named {route.pool!r}"
+        for index, route in enumerate(settings.cache.routes)
+        if route.pool not in names
+    ]
 
 
 def _format_errors(error: ValidationError) -> list[str]:
