@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print the full explanation")
 
     _add_replay(commands)
+    report = commands.add_parser(
+        "shadow-report", help="compare the primary and shadow answers of mirrored requests"
+    )
+    _add_config(report)
+    report.add_argument("log", type=Path, help="the shadow log (shadow.log_path)")
+    report.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     health = commands.add_parser(
         "health", help="ask a router's gRPC health service (exit 0 when SERVING)"
@@ -190,6 +196,21 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _shadow_report(settings: Settings, args: argparse.Namespace) -> int:
+    from extproc_router.shadow_report import format_report, load_report
+
+    try:
+        routes = load_report(args.log, settings)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"extproc-router shadow-report: {args.log}: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([route.as_dict() for route in routes], indent=2))
+    else:
+        sys.stdout.write(format_report(routes, str(args.log)))
+    return 0
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -414,7 +435,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         return _render(settings, args)
     if args.command == "up":
         return _up(settings)
-    handlers = {"classify": _classify, "train": _train, "eval": _eval, "replay": _replay}
+    handlers = {
+        "classify": _classify,
+        "train": _train,
+        "eval": _eval,
+        "replay": _replay,
+        "shadow-report": _shadow_report,
+    }
     try:
         return handlers[args.command](settings, args)
     except ModelError as error:

@@ -21,6 +21,7 @@ from extproc_router.pipeline import Pipeline
 from extproc_router.routing import Router
 from extproc_router.safety.gate import Safety
 from extproc_router.settings import Settings, load_settings
+from extproc_router.shadow import Shadow
 
 __all__ = ["LiveConfig"]
 
@@ -36,7 +37,8 @@ class LiveConfig:
         self.models = models
         # Outlives reloads that leave `cache` as it was: a reload keeps what it holds.
         self.cache = _cache(settings)
-        self.pipeline = _pipeline(settings, models, self.cache)
+        self.shadow = _shadow(settings)
+        self.pipeline = _pipeline(settings, models, self.cache, self.shadow)
         self.source = source
         self.loaded_at = time.time()
         self._mtime = _mtime(source)
@@ -60,7 +62,12 @@ class LiveConfig:
                 if models is None or settings.model != self.settings.model:
                     models = await asyncio.to_thread(load_models, settings.model)
                 cache = self.cache if settings.cache == self.settings.cache else _cache(settings)
-                pipeline = await asyncio.to_thread(_pipeline, settings, models, cache)
+                same = (
+                    settings.shadow == self.settings.shadow
+                    and settings.pools == self.settings.pools
+                )
+                shadow = self.shadow if same else _shadow(settings)
+                pipeline = await asyncio.to_thread(_pipeline, settings, models, cache, shadow)
             except (ConfigError, ModelError) as error:
                 metrics.RELOADS.labels(result="failed").inc()
                 logger.error("config reload rejected, old config keeps serving: %s", error)
@@ -77,6 +84,10 @@ class LiveConfig:
                 old, self.cache = self.cache, cache
                 if old is not None:
                     await old.aclose()
+            if shadow is not self.shadow:
+                old_shadow, self.shadow = self.shadow, shadow
+                if old_shadow is not None:
+                    await old_shadow.aclose()
             self.loaded_at = time.time()
             metrics.RELOADS.labels(result="ok").inc()
             logger.info("config reloaded from %s", self.source)
@@ -94,21 +105,31 @@ class LiveConfig:
     async def aclose(self) -> None:
         if self.cache is not None:
             await self.cache.aclose()
+        if self.shadow is not None:
+            await self.shadow.aclose()
 
 
 def _cache(settings: Settings) -> SemanticCache | None:
     return SemanticCache(settings.cache) if settings.cache.routes else None
 
 
+def _shadow(settings: Settings) -> Shadow | None:
+    return Shadow(settings.shadow, settings.pools) if settings.shadow.pool is not None else None
+
+
 def _pipeline(
-    settings: Settings, models: Models | None, cache: SemanticCache | None = None
+    settings: Settings,
+    models: Models | None,
+    cache: SemanticCache | None = None,
+    shadow: Shadow | None = None,
 ) -> Pipeline:
     safety = (
         Safety(settings.safety, models.jailbreak_head, models.jailbreak_screen)
         if models
         else Safety(settings.safety, None)
     )
-    return Pipeline(Router(settings, models), safety, AuditLog(settings.safety.audit), cache=cache)
+    audit = AuditLog(settings.safety.audit)
+    return Pipeline(Router(settings, models), safety, audit, cache=cache, shadow=shadow)
 
 
 def _mtime(path: Path | None) -> float | None:

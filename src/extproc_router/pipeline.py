@@ -15,7 +15,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from extproc_router.audit import AuditLog
 from extproc_router.cache import Lookup, SemanticCache
@@ -26,6 +26,9 @@ from extproc_router.request import ParsedRequest
 from extproc_router.routing import Decision, Router
 from extproc_router.safety.gate import JailbreakVerdict, PIIVerdict, Safety
 from extproc_router.tracing import stage
+
+if TYPE_CHECKING:
+    from extproc_router.shadow import Shadow
 
 __all__ = ["Outcome", "Pipeline"]
 
@@ -64,11 +67,14 @@ class Pipeline:
         audit: AuditLog,
         *,
         cache: SemanticCache | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         self.router = router
         self.safety = safety
         self.audit = audit
         self.cache = cache
+        # Read by the ext_proc processor: which routed requests Envoy also mirrors.
+        self.shadow = shadow
 
     async def run(
         self, request: ParsedRequest, decision_id: str, *, dry_run: bool = False

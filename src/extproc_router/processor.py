@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 
 from extproc_router import metrics, mutations, tracing
-from extproc_router.cache import ResponseRecorder, render_answer
+from extproc_router.cache import CachedAnswer, ResponseRecorder, render_answer
 from extproc_router.exceptions import RequestError
 from extproc_router.pipeline import Outcome, Pipeline
 from extproc_router.request import Api, ParsedRequest, encode_body, parse_body
@@ -30,6 +30,8 @@ Headers = dict[str, str]
 _JSON_TYPES = ("application/json",)
 # A JSON answer up to this size is read whole, in one message; larger ones chunk by chunk.
 _BUFFERED_BODY_LIMIT = 256 * 1024
+# The longest answer kept for the shadow log's embedding (the cache has its own limit).
+_ANSWER_LIMIT = 1024 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 _OPERATIONS = {"chat_completions": "chat", "completions": "text_completion"}
 # Blocks by the safety policy, as opposed to requests refused as malformed.
@@ -104,6 +106,10 @@ class LLMProcessor:
         # The semantic cache: the answer is being kept to store (a miss), or came from it.
         self._recorder: ResponseRecorder | None = None
         self._cache_hit = False
+        # Shadow routing: Envoy mirrors this request; its answer is logged beside the shadow's.
+        self._shadowed = False
+        self._status = 0
+        self._answer: CachedAnswer | None = None
 
     @property
     def decision_id(self) -> str:
@@ -194,6 +200,10 @@ class LLMProcessor:
         }
         if outcome.flagged:
             headers["x-router-safety"] = f"flagged; jailbreak={outcome.jailbreak.score:.2f}"
+        if self._pipeline.shadow is not None:
+            mirror = self._pipeline.shadow.plan(self._decision_id, outcome)
+            self._shadowed = bool(mirror)
+            headers |= mirror
         return mutations.route_request(headers, new_body)
 
     async def on_response_headers(self, headers: Headers) -> ext_proc.ProcessingResponse:
@@ -215,15 +225,17 @@ class LLMProcessor:
             tags["x-router-safety"] = "flagged"
         content_type = headers.get("content-type", "")
         event_stream = content_type.startswith("text/event-stream")
-        cache = self._outcome.cache
-        if cache is not None:
+        self._status = status
+        caching = self._outcome.cache is not None and self._pipeline.cache is not None
+        if self._outcome.cache is not None:
             tags["x-router-cache"] = "miss"
-            if status == 200 and self._pipeline.cache is not None:
-                self._recorder = ResponseRecorder(
-                    chat=self._api == "chat_completions",
-                    event_stream=event_stream,
-                    limit=self._pipeline.cache.settings.max_response_bytes,
-                )
+        if status == 200 and (caching or self._shadowed):
+            cache = self._pipeline.cache
+            self._recorder = ResponseRecorder(
+                chat=self._api == "chat_completions",
+                event_stream=event_stream,
+                limit=cache.settings.max_response_bytes if cache else _ANSWER_LIMIT,
+            )
         usage = self._pipeline.router.settings.telemetry.usage
         if status >= 300 or not (usage or self._recorder):
             return mutations.continue_response_headers(tags)
@@ -254,17 +266,20 @@ class LLMProcessor:
             self._recorder.feed(body)
         replaced = self._meter.feed(body, end_of_stream) if self._meter is not None else None
         if end_of_stream:
-            self._store_answer()
+            self._finish_answer()
             self.close()
         return mutations.continue_response_body(replaced)
 
-    def _store_answer(self) -> None:
-        """A whole 2xx answer to a cache miss: offer it to the cache."""
-        cache, recorder = self._pipeline.cache, self._recorder
+    def _finish_answer(self) -> None:
+        """A whole 2xx answer: offer it to the cache (a miss), keep it for the shadow log."""
+        recorder, self._recorder = self._recorder, None
+        if recorder is None:
+            return
+        self._answer = recorder.answer()
+        cache = self._pipeline.cache
         lookup = self._outcome.cache if self._outcome is not None else None
-        if cache is not None and recorder is not None and lookup is not None:
-            self._recorder = None
-            cache.store(lookup, recorder.answer())
+        if cache is not None and lookup is not None:
+            cache.store(lookup, self._answer)
 
     def _answer_from_cache(
         self, request: ParsedRequest, outcome: Outcome, seconds: float
@@ -300,9 +315,21 @@ class LLMProcessor:
             return
         self._closed = True
         pool = self._outcome.decision.pool
+        seconds = time.perf_counter() - self._started
         metrics.REQUEST_DURATION.labels(pool=pool.name, gen_ai_response_model=pool.model).observe(
-            time.perf_counter() - self._started
+            seconds
         )
+        shadow = self._pipeline.shadow
+        if self._shadowed and shadow is not None and self._status:
+            shadow.record(
+                self._pipeline.router,
+                side="primary",
+                decision_id=self._decision_id,
+                pool=pool,
+                status=self._status,
+                latency_s=seconds,
+                answer=self._answer,
+            )
         if self._meter is not None and self._meter.usage is not None:
             metrics.observe_usage(
                 pool, self._meter.usage, self._pipeline.router.settings.baseline_price

@@ -46,6 +46,7 @@ __all__ = [
     "RoutingSettings",
     "ServerSettings",
     "Settings",
+    "ShadowSettings",
     "TelemetrySettings",
     "Tier",
     "load_settings",
@@ -529,6 +530,27 @@ class CacheSettings(_Frozen):
     max_response_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
 
 
+class ShadowSettings(_Frozen):
+    """Shadow routing: a fraction of the routed requests is also sent to `pool` by Envoy's
+    request mirroring; the client only ever gets the primary's answer. Both answers are logged
+    (latency, tokens, an embedding of the text) for `extproc-router shadow-report`."""
+
+    # None: no shadow traffic (and no shadow listener in the rendered Envoy config).
+    pool: Name | None = None
+    fraction: Unit = 0.0
+    # Only requests routed to these pools are mirrored (empty: every pool but `pool`).
+    from_pools: tuple[Name, ...] = ()
+    # Envoy's internal listener the mirrored copies pass through, so the router sees the
+    # shadow's answer too; `render-envoy` writes it. Loopback only.
+    listen: ListenAddress = ListenAddress(port=8091)
+    # JSON lines, one per answer (primary and shadow), joined by decision id; "-" for stdout.
+    log_path: str = "shadow.jsonl"
+    # A secret shared by the routers, so any of them accepts a copy another one sent (the
+    # shadow listener refuses copies without a valid token). None: a random key per router,
+    # enough for one router.
+    key_file: Path | None = None
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     envoy: EnvoySettings = EnvoySettings()
@@ -540,6 +562,7 @@ class Settings(_Frozen):
     on_error: OnErrorSettings = OnErrorSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     cache: CacheSettings = CacheSettings()
+    shadow: ShadowSettings = ShadowSettings()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
@@ -641,11 +664,25 @@ def _reference_problems(settings: Settings) -> list[str]:
 def _traffic_problems(settings: Settings) -> list[str]:
     """Pools named by the cache, shadow and experiment sections must exist."""
     names = {pool.name for pool in settings.pools}
-    return [
+    problems = [
         f"cache.routes.{index}.pool: no pool named {route.pool!r}"
         for index, route in enumerate(settings.cache.routes)
         if route.pool not in names
     ]
+    shadow = settings.shadow
+    if shadow.pool is not None and shadow.pool not in names:
+        problems.append(f"shadow.pool: no pool named {shadow.pool!r}")
+    problems += [
+        f"shadow.from_pools: no pool named {name!r}"
+        for name in shadow.from_pools
+        if name not in names
+    ]
+    if shadow.pool is not None and shadow.listen.port in (
+        settings.envoy.listen.port,
+        settings.envoy.admin.port,
+    ):
+        problems.append("shadow.listen: the port is one of Envoy's own")
+    return problems
 
 
 def _format_errors(error: ValidationError) -> list[str]:
