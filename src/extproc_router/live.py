@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from extproc_router import metrics
 from extproc_router.audit import AuditLog
 from extproc_router.cache import SemanticCache
 from extproc_router.exceptions import ConfigError, ModelError
+from extproc_router.experiments import Experiments
 from extproc_router.models import Models, load_models
 from extproc_router.pipeline import Pipeline
 from extproc_router.routing import Router
@@ -39,6 +41,7 @@ class LiveConfig:
         self.cache = _cache(settings)
         self.shadow = _shadow(settings)
         self.pipeline = _pipeline(settings, models, self.cache, self.shadow)
+        self.experiments = Experiments(settings, models, self.pipeline)
         self.source = source
         self.loaded_at = time.time()
         self._mtime = _mtime(source)
@@ -68,6 +71,7 @@ class LiveConfig:
                 )
                 shadow = self.shadow if same else _shadow(settings)
                 pipeline = await asyncio.to_thread(_pipeline, settings, models, cache, shadow)
+                experiments = await asyncio.to_thread(Experiments, settings, models, pipeline)
             except (ConfigError, ModelError) as error:
                 metrics.RELOADS.labels(result="failed").inc()
                 logger.error("config reload rejected, old config keeps serving: %s", error)
@@ -80,6 +84,7 @@ class LiveConfig:
             # The old pipeline's audit file closes when its last stream lets go of it; closing
             # it here would fail a request still being decided with it.
             self.settings, self.models, self.pipeline = settings, models, pipeline
+            self.experiments = experiments
             if cache is not self.cache:
                 old, self.cache = self.cache, cache
                 if old is not None:
@@ -101,6 +106,11 @@ class LiveConfig:
             await asyncio.sleep(interval)
             if _mtime(self.source) != self._mtime:
                 await self.reload()
+
+    def pipeline_for(self, headers: Mapping[str, str]) -> tuple[str, Pipeline]:
+        """The A/B policy a request's user is on, and its pipeline ("" and the config's own
+        when no experiment runs)."""
+        return self.experiments.pipeline_for(headers)
 
     async def aclose(self) -> None:
         if self.cache is not None:

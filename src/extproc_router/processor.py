@@ -89,8 +89,12 @@ class PassThrough:
 
 
 class LLMProcessor:
-    def __init__(self, api: Api, pipeline: Pipeline, *, cluster_header: str) -> None:
+    def __init__(
+        self, api: Api, pipeline: Pipeline, *, cluster_header: str, policy: str = ""
+    ) -> None:
         self._api = api
+        # The A/B policy (experiments.py) whose pipeline decides; "" when none runs.
+        self._policy = policy
         self._pipeline = pipeline
         self._cluster_header = cluster_header
         self._decision_id = ""
@@ -200,6 +204,8 @@ class LLMProcessor:
         }
         if outcome.flagged:
             headers["x-router-safety"] = f"flagged; jailbreak={outcome.jailbreak.score:.2f}"
+        if self._policy:
+            headers["x-router-policy"] = self._policy
         if self._pipeline.shadow is not None:
             mirror = self._pipeline.shadow.plan(self._decision_id, outcome)
             self._shadowed = bool(mirror)
@@ -223,6 +229,8 @@ class LLMProcessor:
             tags["x-router-pii"] = self._outcome.pii.action
         if self._outcome.flagged:
             tags["x-router-safety"] = "flagged"
+        if self._policy:
+            tags["x-router-policy"] = self._policy
         content_type = headers.get("content-type", "")
         event_stream = content_type.startswith("text/event-stream")
         self._status = status
@@ -308,6 +316,8 @@ class LLMProcessor:
             "x-router-decision-id": self._decision_id,
             "x-router-decision": decision.header(),
         }
+        if self._policy:
+            headers["x-router-policy"] = self._policy
         return mutations.immediate_response(200, headers, body, details="extproc_router_cache_hit")
 
     def close(self) -> None:
@@ -341,6 +351,8 @@ class LLMProcessor:
             "router.decision_id": self._decision_id,
             "router.blocked": self._error_code in _BLOCK_REASONS,
         }
+        if self._policy:
+            attributes["router.policy"] = self._policy
         if self._error_code:
             attributes["error.type"] = self._error_code
         if self._outcome is not None:

@@ -65,7 +65,8 @@ class ExternalProcessor(ext_proc_grpc.ExternalProcessorServicer):  # type: ignor
                 pipeline.shadow, pipeline.router, cluster_header=self._cluster_header
             )
         # A stream keeps the router it started with, whatever a reload does meanwhile.
-        return LLMProcessor(api, self._live.pipeline, cluster_header=self._cluster_header)
+        policy, chosen = self._live.pipeline_for(headers)
+        return LLMProcessor(api, chosen, cluster_header=self._cluster_header, policy=policy)
 
     async def Process(
         self,

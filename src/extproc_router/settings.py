@@ -38,9 +38,11 @@ __all__ = [
     "DomainSettings",
     "EmbeddingRoute",
     "EnvoySettings",
+    "ExperimentSettings",
     "KeywordRule",
     "ListenAddress",
     "ModelSettings",
+    "PolicySettings",
     "PoolSettings",
     "Price",
     "RoutingSettings",
@@ -551,6 +553,34 @@ class ShadowSettings(_Frozen):
     key_file: Path | None = None
 
 
+class PolicySettings(_Frozen):
+    """One arm of an A/B split: the config's routing with `routing`'s keys replaced."""
+
+    name: Name
+    weight: float = Field(gt=0)
+    # Keys of the `routing` section this policy sets differently (e.g. confidence_threshold,
+    # weights, keyword_rules); validated as a whole routing section.
+    routing: dict[str, Any] = {}
+
+
+class ExperimentSettings(_Frozen):
+    """Weighted splits between decision policies, sticky per user: the same `sticky_header`
+    value always gets the same policy (a request without it: its decision id decides)."""
+
+    # Empty: no experiment; every request is decided by the config's own routing.
+    policies: tuple[PolicySettings, ...] = ()
+    sticky_header: str = "x-user-id"
+    # Changing it reshuffles who gets which policy.
+    salt: str = ""
+
+    @field_validator("sticky_header")
+    @classmethod
+    def _lowercase_header(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value):
+            raise ValueError("must be a lowercase HTTP header name, e.g. x-user-id")
+        return value
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     envoy: EnvoySettings = EnvoySettings()
@@ -563,6 +593,7 @@ class Settings(_Frozen):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     cache: CacheSettings = CacheSettings()
     shadow: ShadowSettings = ShadowSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
@@ -576,6 +607,14 @@ class Settings(_Frozen):
             if pool.name == name:
                 return pool
         raise KeyError(name)
+
+    def for_policy(self, name: str) -> Settings:
+        """These settings with an experiment policy's routing; raises KeyError for no policy."""
+        policy = next(p for p in self.experiments.policies if p.name == name)
+        routing = RoutingSettings.model_validate(
+            {**self.routing.model_dump(mode="json"), **policy.routing}
+        )
+        return self.model_copy(update={"routing": routing})
 
     @property
     def request_budget_s(self) -> float:
@@ -677,11 +716,34 @@ def _traffic_problems(settings: Settings) -> list[str]:
         for name in shadow.from_pools
         if name not in names
     ]
+    problems += _policy_problems(settings)
     if shadow.pool is not None and shadow.listen.port in (
         settings.envoy.listen.port,
         settings.envoy.admin.port,
     ):
         problems.append("shadow.listen: the port is one of Envoy's own")
+    return problems
+
+
+def _policy_problems(settings: Settings) -> list[str]:
+    """Each policy's routing must be a valid routing section for these pools."""
+    policies = settings.experiments.policies
+    problems = []
+    names = [policy.name for policy in policies]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"experiments.policies: the name {name!r} is used twice")
+    for index, policy in enumerate(policies):
+        key = f"experiments.policies.{index}.routing"
+        try:
+            variant = settings.for_policy(policy.name)
+        except ValidationError as error:
+            problems += [f"{key}.{line}" for line in _format_errors(error)]
+            continue
+        problems += [
+            f"{key}: {problem.removeprefix('routing.')}"
+            for problem in _reference_problems(variant)
+            if problem.startswith("routing.")
+        ]
     return problems
 
 
