@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,21 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
         finally:
             client.close()
     return process, f"redis://127.0.0.1:{port}/0"
+
+
+def demo_received(settings: Settings, pool: str) -> list[dict[str, Any]]:
+    """What the demo pool's (first) endpoint has received, oldest first."""
+    import httpx
+
+    endpoint = settings.pool(pool).endpoints[0]
+    answer: list[dict[str, Any]] = httpx.get(f"http://{endpoint}/demo/received").json()
+    return answer
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server for the module; import this fixture where it is used."""
+    process, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    process.terminate()
+    process.wait(10)

@@ -13,17 +13,10 @@ import pytest
 import redis
 
 from extproc_router.stack import Stack, start_stack
-from tests.helpers import free_port_settings, start_redis
+from tests.helpers import demo_received, free_port_settings, redis_url
 
 QUESTION = "What is the capital of France?"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, url = start_redis(tmp_path_factory.mktemp("redis"))
-    yield url
-    process.terminate()
-    process.wait(10)
+__all__ = ["redis_url"]  # the fixture, imported to be used here
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
 
 
 def received(stack: Stack, pool: str) -> list[dict[str, Any]]:
-    endpoint = stack.settings.pool(pool).endpoints[0]
-    answer: list[dict[str, Any]] = httpx.get(f"http://{endpoint}/demo/received").json()
-    return answer
+    return demo_received(stack.settings, pool)
 
 
 def ask(stack: Stack, prompt: str, **extra: Any) -> httpx.Response:

@@ -14,7 +14,7 @@ import pytest
 
 from extproc_router.cli import run
 from extproc_router.stack import Stack, start_stack
-from tests.helpers import free_port, free_port_settings
+from tests.helpers import demo_received, free_port, free_port_settings
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def received(stack: Stack, pool: str) -> list[dict[str, Any]]:
-    endpoint = stack.settings.pool(pool).endpoints[0]
-    answer: list[dict[str, Any]] = httpx.get(f"http://{endpoint}/demo/received").json()
-    return answer
+    return demo_received(stack.settings, pool)
 
 
 def logged(stack: Stack, decision_id: str) -> dict[str, dict[str, Any]]:
