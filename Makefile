@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml
 	command -v pgrep >/dev/null || $(call apt_install,procps)
 	# A real Prometheus scrapes the router in the end-to-end tests.
 	command -v prometheus >/dev/null || $(call apt_install,prometheus)
+	# The semantic cache's shared backend; the tests start their own redis-server.
+	command -v redis-server >/dev/null || $(call apt_install,redis-server)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch (build time only), before anything that would pull the CUDA one.

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 # A test (or a curious person) can slow the stream down to watch it arrive chunk by chunk.
 TOKEN_DELAY_HEADER = "x-demo-token-delay-ms"
+_RECEIVED = 1000
 
 
 def _error(status: int, message: str, code: str) -> web.Response:
@@ -108,6 +110,9 @@ class _Pool:
         self.endpoint = endpoint
         self.accepted = frozenset(accepted)
         self.capacity = Capacity(pool.demo)
+        # What reached this endpoint, newest last (GET /demo/received): lets a test see that a
+        # cached answer never came here, or that a mirrored copy did.
+        self.received: deque[dict[str, Any]] = deque(maxlen=_RECEIVED)
 
     async def metrics(self, request: web.Request) -> web.Response:
         text = self.capacity.metrics(self.pool.model)
@@ -131,6 +136,9 @@ class _Pool:
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n", headers=self._headers())
 
+    async def received_requests(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.received), headers=self._headers())
+
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._complete(request, chat=True)
 
@@ -145,8 +153,6 @@ class _Pool:
         if not isinstance(body, dict):
             return _error(400, "the body must be a JSON object", "invalid_json")
         model = body.get("model")
-        if model not in self.accepted:
-            return _error(404, f"The model `{model}` does not exist.", "model_not_found")
         if chat:
             messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
             users = [m for m in messages if m.get("role") == "user"]
@@ -156,6 +162,18 @@ class _Pool:
             prompt = body.get("prompt", "")
             reply = prompt if isinstance(prompt, str) else json.dumps(prompt)
             prompt_tokens = len(reply.split())
+        self.received.append(
+            {
+                "path": request.path,
+                "host": request.host,
+                "model": model,
+                "prompt": reply,
+                "stream": bool(body.get("stream")),
+                "decision_id": request.headers.get("x-router-decision-id", ""),
+            }
+        )
+        if model not in self.accepted:
+            return _error(404, f"The model `{model}` does not exist.", "model_not_found")
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(reply.split()),
@@ -269,6 +287,7 @@ def build_app(
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/demo/received", handlers.received_requests)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/completions", handlers.completions)
     return app

@@ -16,6 +16,7 @@ import yaml
 
 from extproc_router.mutations import METADATA_NAMESPACE, ROUTER_REPLY_KEY
 from extproc_router.settings import ListenAddress, PoolSettings, Settings, TLSSettings
+from extproc_router.shadow_envoy import add_shadow
 
 __all__ = [
     "EXTPROC_CLUSTER",
@@ -465,7 +466,7 @@ def render_envoy(settings: Settings) -> dict[str, Any]:
             },
         ],
     }
-    return {
+    config = {
         "admin": {"address": _socket(envoy.admin)},
         "static_resources": {
             "listeners": [
@@ -490,6 +491,8 @@ def render_envoy(settings: Settings) -> dict[str, Any]:
             "clusters": _clusters(settings),
         },
     }
+    add_shadow(config, settings)
+    return config
 
 
 def render_envoy_yaml(settings: Settings, *, source: str = "the embedded example config") -> str:

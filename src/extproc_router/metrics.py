@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH_SIZE",
     "BLOCKED",
+    "CACHE_LATENCY",
+    "CACHE_LOOKUPS",
+    "CACHE_SAVED",
+    "CACHE_STORES",
     "COST",
     "COST_SAVED",
     "DECISIONS",
@@ -198,3 +202,27 @@ def observe_decision(decision: Decision, seconds: float, stages: dict[str, float
         SIGNAL_LATENCY.labels(signal=signal.name).observe(signal.latency_ms)
     for name, milliseconds in stages.items():
         SIGNAL_LATENCY.labels(signal=name).observe(milliseconds)
+
+
+# The semantic cache (cache.py). `result`: hit, miss or error (a backend that failed or was
+# too slow: the request goes on as a miss).
+CACHE_LOOKUPS = Counter(
+    "semantic_cache_lookups", "Semantic cache lookups of cacheable requests, by result.", ["result"]
+)
+CACHE_LATENCY = Histogram(
+    "semantic_cache_lookup_latency_ms",
+    "Time a semantic cache lookup took (embedding the prompt included), by result, in ms.",
+    ["result"],
+    buckets=_MS_BUCKETS,
+)
+CACHE_STORES = Counter(
+    "semantic_cache_stores",
+    "Answers offered to the semantic cache, by result: stored, unusable (an error, a tool "
+    "call, too large) or error.",
+    ["result"],
+)
+CACHE_SAVED = Counter(
+    "semantic_cache_saved_usd",
+    "What the answers served from the cache cost when a pool first wrote them, in US dollars.",
+    ["pool"],
+)

@@ -26,6 +26,7 @@ __all__ = [
     "continue_response_headers",
     "error_body",
     "immediate_error",
+    "immediate_response",
     "route_request",
 ]
 
@@ -130,12 +131,22 @@ def immediate_error(
 ) -> ext_proc.ProcessingResponse:
     """Answer the client directly: the request never reaches a pool."""
     all_headers = {"content-type": "application/json", **(headers or {})}
+    return immediate_response(
+        error.status, all_headers, error_body(error), details=f"extproc_router_{error.code}"
+    )
+
+
+def immediate_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, details: str
+) -> ext_proc.ProcessingResponse:
+    """The router answers in Envoy's place (an error, or an answer from the cache); `headers`
+    include the content type."""
     response = ext_proc.ProcessingResponse(
         immediate_response=ext_proc.ImmediateResponse(
-            status=http_status_pb2.HttpStatus(code=error.status),
-            headers=_header_mutation(all_headers),
-            body=error_body(error),
-            details=f"extproc_router_{error.code}",
+            status=http_status_pb2.HttpStatus(code=status),
+            headers=_header_mutation(headers),
+            body=body,
+            details=details,
         )
     )
     # Envoy's local_reply_config would give a 503 from the router Envoy's own generic JSON;

@@ -15,9 +15,10 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from extproc_router.audit import AuditLog
+from extproc_router.cache import Lookup, SemanticCache
 from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
 from extproc_router.failures import guard_async
@@ -28,6 +29,9 @@ from extproc_router.safety.gate import JailbreakVerdict, PIIVerdict, Safety
 from extproc_router.settings import PoolSettings
 from extproc_router.spillover import allowed_pools, apply_load
 from extproc_router.tracing import stage
+
+if TYPE_CHECKING:
+    from extproc_router.shadow import Shadow
 
 __all__ = ["Outcome", "Pipeline"]
 
@@ -43,6 +47,8 @@ class Outcome:
     pii: PIIVerdict
     # The one MiniLM inference every model-based stage shares.
     embed_ms: float = 0.0
+    # A cacheable request's cache lookup (with the answer on a hit); None: not cacheable.
+    cache: Lookup | None = None
 
     @property
     def flagged(self) -> bool:
@@ -58,13 +64,23 @@ class Outcome:
 
 class Pipeline:
     def __init__(
-        self, router: Router, safety: Safety, audit: AuditLog, load: LoadBoard | None = None
+        self,
+        router: Router,
+        safety: Safety,
+        audit: AuditLog,
+        load: LoadBoard | None = None,
+        *,
+        cache: SemanticCache | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         """`load`: the pools' latest load readings, for load-aware routing (`load.enabled`)."""
         self.router = router
         self.safety = safety
         self.audit = audit
         self.load = load
+        self.cache = cache
+        # Read by the ext_proc processor: which routed requests Envoy also mirrors.
+        self.shadow = shadow
 
     async def run(
         self, request: ParsedRequest, decision_id: str, *, dry_run: bool = False
@@ -141,11 +157,17 @@ class Pipeline:
         )
         decision = self._balance(decision, candidates, audit)
         decision, pii, redacted = await self._pii(request, decision, audit, deadline)
-        audit("forwarded", decision=decision, pii=pii)
+        cached = None
+        if self.cache is not None and not dry_run:
+            cached = await self.cache.lookup(
+                request, decision, pii, jailbreak, router=router, embedding=embedding
+            )
+        hit = cached is not None and cached.hit is not None
+        audit("cache_hit" if hit else "forwarded", decision=decision, pii=pii)
         elapsed = (time.perf_counter() - started) * 1000
         decision = dataclasses.replace(decision, latency_ms=elapsed)
         body_changed = redacted or request.model != decision.model
-        return Outcome(decision, body_changed, jailbreak, pii, embed_ms)
+        return Outcome(decision, body_changed, jailbreak, pii, embed_ms, cached)
 
     async def _pii(
         self,

@@ -16,9 +16,10 @@ from typing import Any, Protocol
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 
 from extproc_router import metrics, mutations, tracing
+from extproc_router.cache import CachedAnswer, ResponseRecorder, render_answer
 from extproc_router.exceptions import RequestError
 from extproc_router.pipeline import Outcome, Pipeline
-from extproc_router.request import Api, encode_body, parse_body
+from extproc_router.request import Api, ParsedRequest, encode_body, parse_body
 from extproc_router.usage import ResponseMeter, ask_for_usage
 
 __all__ = ["Headers", "LLMProcessor", "PassThrough", "Processor"]
@@ -29,6 +30,8 @@ Headers = dict[str, str]
 _JSON_TYPES = ("application/json",)
 # A JSON answer up to this size is read whole, in one message; larger ones chunk by chunk.
 _BUFFERED_BODY_LIMIT = 256 * 1024
+# The longest answer kept for the shadow log's embedding (the cache has its own limit).
+_ANSWER_LIMIT = 1024 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 _OPERATIONS = {"chat_completions": "chat", "completions": "text_completion"}
 # What a pool that is down or overwhelmed answers (through Envoy, after its retries): load-aware
@@ -89,8 +92,12 @@ class PassThrough:
 
 
 class LLMProcessor:
-    def __init__(self, api: Api, pipeline: Pipeline, *, cluster_header: str) -> None:
+    def __init__(
+        self, api: Api, pipeline: Pipeline, *, cluster_header: str, policy: str = ""
+    ) -> None:
         self._api = api
+        # The A/B policy (experiments.py) whose pipeline decides; "" when none runs.
+        self._policy = policy
         self._pipeline = pipeline
         self._cluster_header = cluster_header
         self._decision_id = ""
@@ -103,6 +110,13 @@ class LLMProcessor:
         self._first_chunk = True
         self._closed = False
         self._error_code = ""
+        # The semantic cache: the answer is being kept to store (a miss), or came from it.
+        self._recorder: ResponseRecorder | None = None
+        self._cache_hit = False
+        # Shadow routing: Envoy mirrors this request; its answer is logged beside the shadow's.
+        self._shadowed = False
+        self._status = 0
+        self._answer: CachedAnswer | None = None
 
     @property
     def decision_id(self) -> str:
@@ -162,6 +176,8 @@ class LLMProcessor:
         except RequestError as error:
             return self._reject(error)
         self._outcome = outcome
+        if outcome.cache is not None and outcome.cache.hit is not None:
+            return self._answer_from_cache(request, outcome, time.perf_counter() - started)
         metrics.observe_decision(
             decision,
             time.perf_counter() - started,
@@ -191,6 +207,12 @@ class LLMProcessor:
         }
         if outcome.flagged:
             headers["x-router-safety"] = f"flagged; jailbreak={outcome.jailbreak.score:.2f}"
+        if self._policy:
+            headers["x-router-policy"] = self._policy
+        if self._pipeline.shadow is not None:
+            mirror = self._pipeline.shadow.plan(self._decision_id, outcome)
+            self._shadowed = bool(mirror)
+            headers |= mirror
         return mutations.route_request(headers, new_body)
 
     async def on_response_headers(self, headers: Headers) -> ext_proc.ProcessingResponse:
@@ -213,11 +235,26 @@ class LLMProcessor:
             tags["x-router-pii"] = self._outcome.pii.action
         if self._outcome.flagged:
             tags["x-router-safety"] = "flagged"
-        if status >= 300 or not self._pipeline.router.settings.telemetry.usage:
-            return mutations.continue_response_headers(tags)
+        if self._policy:
+            tags["x-router-policy"] = self._policy
         content_type = headers.get("content-type", "")
         event_stream = content_type.startswith("text/event-stream")
-        self._meter = ResponseMeter(event_stream=event_stream, strip=self._strip_usage)
+        self._status = status
+        caching = self._outcome.cache is not None and self._pipeline.cache is not None
+        if self._outcome.cache is not None:
+            tags["x-router-cache"] = "miss"
+        if status == 200 and (caching or self._shadowed):
+            cache = self._pipeline.cache
+            self._recorder = ResponseRecorder(
+                chat=self._api == "chat_completions",
+                event_stream=event_stream,
+                limit=cache.settings.max_response_bytes if cache else _ANSWER_LIMIT,
+            )
+        usage = self._pipeline.router.settings.telemetry.usage
+        if status >= 300 or not (usage or self._recorder):
+            return mutations.continue_response_headers(tags)
+        if usage:
+            self._meter = ResponseMeter(event_stream=event_stream, strip=self._strip_usage)
         # Removing a chunk changes the length; SSE rarely has one, but then it must go.
         remove = ("content-length",) if self._strip_usage and event_stream else ()
         # A small JSON answer comes whole in one message; anything else (SSE, or no length, or
@@ -231,7 +268,7 @@ class LLMProcessor:
     async def on_response_body(
         self, body: bytes, end_of_stream: bool
     ) -> ext_proc.ProcessingResponse:
-        if self._meter is None:
+        if self._meter is None and self._recorder is None:
             return mutations.continue_response_body()
         if self._first_chunk and self._outcome is not None:
             self._first_chunk = False
@@ -239,19 +276,76 @@ class LLMProcessor:
             metrics.TIME_TO_FIRST_TOKEN.labels(
                 pool=pool.name, gen_ai_response_model=pool.model
             ).observe(time.perf_counter() - self._started)
-        replaced = self._meter.feed(body, end_of_stream)
+        if self._recorder is not None:
+            self._recorder.feed(body)
+        replaced = self._meter.feed(body, end_of_stream) if self._meter is not None else None
         if end_of_stream:
+            self._finish_answer()
             self.close()
         return mutations.continue_response_body(replaced)
 
+    def _finish_answer(self) -> None:
+        """A whole 2xx answer: offer it to the cache (a miss), keep it for the shadow log."""
+        recorder, self._recorder = self._recorder, None
+        if recorder is None:
+            return
+        self._answer = recorder.answer()
+        cache = self._pipeline.cache
+        lookup = self._outcome.cache if self._outcome is not None else None
+        if cache is not None and lookup is not None:
+            cache.store(lookup, self._answer)
+
+    def _answer_from_cache(
+        self, request: ParsedRequest, outcome: Outcome, seconds: float
+    ) -> ext_proc.ProcessingResponse:
+        """The router answers in the pool's place: no pool sees the request."""
+        self._cache_hit = True
+        decision = outcome.decision
+        lookup = outcome.cache
+        if lookup is None or lookup.hit is None:
+            raise ValueError("not a cache hit")
+        metrics.observe_decision(decision, seconds, {"embedding_model": outcome.embed_ms})
+        metrics.REQUESTS.labels(pool=decision.pool.name, outcome="cache_hit").inc()
+        logger.info(
+            "answered from the cache (%s, similarity %.3f)",
+            decision.pool.name,
+            lookup.similarity,
+            extra={"pool": decision.pool.name, "method": decision.method},
+        )
+        content_type, body = render_answer(lookup.hit, request, decision.model)
+        headers = {
+            "content-type": content_type,
+            "x-router-cache": "hit",
+            "x-router-cache-similarity": f"{lookup.similarity:.3f}",
+            "x-router-pool": decision.pool.name,
+            "x-router-model": decision.model,
+            "x-router-decision-id": self._decision_id,
+            "x-router-decision": decision.header(),
+        }
+        if self._policy:
+            headers["x-router-policy"] = self._policy
+        return mutations.immediate_response(200, headers, body, details="extproc_router_cache_hit")
+
     def close(self) -> None:
-        if self._closed or self._outcome is None:
+        if self._closed or self._outcome is None or self._cache_hit:
             return
         self._closed = True
         pool = self._outcome.decision.pool
+        seconds = time.perf_counter() - self._started
         metrics.REQUEST_DURATION.labels(pool=pool.name, gen_ai_response_model=pool.model).observe(
-            time.perf_counter() - self._started
+            seconds
         )
+        shadow = self._pipeline.shadow
+        if self._shadowed and shadow is not None and self._status:
+            shadow.record(
+                self._pipeline.router,
+                side="primary",
+                decision_id=self._decision_id,
+                pool=pool,
+                status=self._status,
+                latency_s=seconds,
+                answer=self._answer,
+            )
         if self._meter is not None and self._meter.usage is not None:
             metrics.observe_usage(
                 pool, self._meter.usage, self._pipeline.router.settings.baseline_price
@@ -263,11 +357,14 @@ class LLMProcessor:
             "router.decision_id": self._decision_id,
             "router.blocked": self._error_code in _BLOCK_REASONS,
         }
+        if self._policy:
+            attributes["router.policy"] = self._policy
         if self._error_code:
             attributes["error.type"] = self._error_code
         if self._outcome is not None:
             decision = self._outcome.decision
             attributes |= {
+                "router.cache": _cache_state(self._outcome),
                 "gen_ai.response.model": decision.model,
                 "router.pool": decision.pool.name,
                 "router.method": decision.method,
@@ -295,3 +392,9 @@ class LLMProcessor:
         return mutations.immediate_error(
             error, {**error.headers, "x-router-decision-id": self._decision_id}
         )
+
+
+def _cache_state(outcome: Outcome) -> str:
+    if outcome.cache is None:
+        return "none"
+    return "hit" if outcome.cache.hit is not None else "miss"

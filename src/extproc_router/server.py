@@ -162,6 +162,8 @@ class Server:
             await self._grpc.stop(grace=1.0 if drain else 0.0)
         if self._admin is not None:
             await self._admin.cleanup()
+        if self.live is not None:
+            await self.live.aclose()
         await asyncio.to_thread(tracing.shutdown_tracing)
         logger.info("extproc-router stopped")
 

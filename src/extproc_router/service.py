@@ -24,6 +24,7 @@ from extproc_router.live import LiveConfig
 from extproc_router.logs import DECISION_ID, TRACE_ID, trace_id_from
 from extproc_router.processor import Headers, LLMProcessor, PassThrough, Processor
 from extproc_router.request import api_for_path
+from extproc_router.shadow import SHADOW_OF, ShadowProcessor
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -56,8 +57,16 @@ class ExternalProcessor(ext_proc_grpc.ExternalProcessorServicer):  # type: ignor
         api = api_for_path(headers.get(":method", ""), headers.get(":path", ""))
         if api is None:
             return PassThrough()
+        pipeline = self._live.pipeline
+        # Envoy strips x-router-* from clients: only a mirrored copy, on the shadow listener,
+        # arrives with it (and its token is checked before anything else).
+        if SHADOW_OF in headers and pipeline.shadow is not None:
+            return ShadowProcessor(
+                pipeline.shadow, pipeline.router, cluster_header=self._cluster_header
+            )
         # A stream keeps the router it started with, whatever a reload does meanwhile.
-        return LLMProcessor(api, self._live.pipeline, cluster_header=self._cluster_header)
+        policy, chosen = self._live.pipeline_for(headers)
+        return LLMProcessor(api, chosen, cluster_header=self._cluster_header, policy=policy)
 
     async def Process(
         self,

@@ -32,20 +32,25 @@ __all__ = [
     "PREFERENCES",
     "SIGNALS",
     "TIERS",
+    "CacheRoute",
+    "CacheSettings",
     "ComplexitySettings",
     "DomainSettings",
     "EmbeddingRoute",
     "EnvoySettings",
+    "ExperimentSettings",
     "KeywordRule",
     "ListenAddress",
     "LoadSettings",
     "ModelSettings",
+    "PolicySettings",
     "PoolLoadSettings",
     "PoolSettings",
     "Price",
     "RoutingSettings",
     "ServerSettings",
     "Settings",
+    "ShadowSettings",
     "TelemetrySettings",
     "Tier",
     "load_settings",
@@ -337,6 +342,9 @@ class PoolSettings(_Frozen):
     load: PoolLoadSettings = PoolLoadSettings()
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     demo: DemoCapacity = DemoCapacity()
+    # Its typical time to a whole answer, in seconds: what `extproc-router replay` expects a
+    # request routed here to take (the router never measures against it).
+    latency_s: float | None = Field(default=None, gt=0)
 
     @field_validator("endpoints")
     @classmethod
@@ -557,6 +565,9 @@ class BaselinePrice(Price):
     """The model every request would go to without the router."""
 
     model: ModelName
+    # Its typical time to a whole answer (replay); unset: the `latency_s` of the pool serving
+    # `model`, if one does.
+    latency_s: float | None = Field(default=None, gt=0)
 
 
 class TelemetrySettings(_Frozen):
@@ -605,6 +616,89 @@ class LoadSettings(_Frozen):
         return (stale if stale is not None else 3 * self.poll_interval_ms) / 1000
 
 
+class CacheRoute(_Frozen):
+    """Requests the router sends to `pool` (and, when set, speak `api`) may be answered from
+    the cache; the rest never are (opt-in per route)."""
+
+    pool: Name
+    api: Literal["chat_completions", "completions"] | None = None
+    threshold: Unit | None = None
+    ttl_s: int | None = Field(default=None, ge=1)
+
+
+class CacheSettings(_Frozen):
+    """The semantic cache: a request whose prompt is at least `threshold` similar (cosine of
+    the MiniLM embeddings) to an earlier one, with the same conversation before it, the same
+    pool and the same parameters, is answered by the router without any pool."""
+
+    # No routes: no cache (and no Redis connection).
+    routes: tuple[CacheRoute, ...] = ()
+    backend: Literal["memory", "redis"] = "memory"
+    # Replicas that share one Redis share one cache.
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
+    # A Redis slower than this is a miss (and the answer is not stored): never a failure.
+    redis_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    key_prefix: str = Field(default="extproc-router:cache", min_length=1)
+    # High by default: a near-duplicate must not get another question's answer.
+    threshold: Unit = 0.95
+    ttl_s: int = Field(default=3_600, ge=1)
+    max_entries: int = Field(default=10_000, ge=1)
+    # Sampled answers (temperature above 0, or unset: OpenAI's default is 1) differ on
+    # purpose; serving one again would take that away.
+    temperature_zero_only: bool = True
+    # Larger answers are not stored.
+    max_response_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+
+class ShadowSettings(_Frozen):
+    """Shadow routing: a fraction of the routed requests is also sent to `pool` by Envoy's
+    request mirroring; the client only ever gets the primary's answer. Both answers are logged
+    (latency, tokens, an embedding of the text) for `extproc-router shadow-report`."""
+
+    # None: no shadow traffic (and no shadow listener in the rendered Envoy config).
+    pool: Name | None = None
+    fraction: Unit = 0.0
+    # Only requests routed to these pools are mirrored (empty: every pool but `pool`).
+    from_pools: tuple[Name, ...] = ()
+    # Envoy's internal listener the mirrored copies pass through, so the router sees the
+    # shadow's answer too; `render-envoy` writes it. Loopback only.
+    listen: ListenAddress = ListenAddress(port=8091)
+    # JSON lines, one per answer (primary and shadow), joined by decision id; "-" for stdout.
+    log_path: str = "shadow.jsonl"
+    # A secret shared by the routers, so any of them accepts a copy another one sent (the
+    # shadow listener refuses copies without a valid token). None: a random key per router,
+    # enough for one router.
+    key_file: Path | None = None
+
+
+class PolicySettings(_Frozen):
+    """One arm of an A/B split: the config's routing with `routing`'s keys replaced."""
+
+    name: Name
+    weight: float = Field(gt=0)
+    # Keys of the `routing` section this policy sets differently (e.g. confidence_threshold,
+    # weights, keyword_rules); validated as a whole routing section.
+    routing: dict[str, Any] = {}
+
+
+class ExperimentSettings(_Frozen):
+    """Weighted splits between decision policies, sticky per user: the same `sticky_header`
+    value always gets the same policy (a request without it: its decision id decides)."""
+
+    # Empty: no experiment; every request is decided by the config's own routing.
+    policies: tuple[PolicySettings, ...] = ()
+    sticky_header: str = "x-user-id"
+    # Changing it reshuffles who gets which policy.
+    salt: str = ""
+
+    @field_validator("sticky_header")
+    @classmethod
+    def _lowercase_header(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value):
+            raise ValueError("must be a lowercase HTTP header name, e.g. x-user-id")
+        return value
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     envoy: EnvoySettings = EnvoySettings()
@@ -616,10 +710,13 @@ class Settings(_Frozen):
     on_error: OnErrorSettings = OnErrorSettings()
     load: LoadSettings = LoadSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    cache: CacheSettings = CacheSettings()
+    shadow: ShadowSettings = ShadowSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
-        problems = _reference_problems(self)
+        problems = _reference_problems(self) + _traffic_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -629,6 +726,14 @@ class Settings(_Frozen):
             if pool.name == name:
                 return pool
         raise KeyError(name)
+
+    def for_policy(self, name: str) -> Settings:
+        """These settings with an experiment policy's routing; raises KeyError for no policy."""
+        policy = next(p for p in self.experiments.policies if p.name == name)
+        routing = RoutingSettings.model_validate(
+            {**self.routing.model_dump(mode="json"), **policy.routing}
+        )
+        return self.model_copy(update={"routing": routing})
 
     @property
     def request_budget_s(self) -> float:
@@ -644,7 +749,9 @@ class Settings(_Frozen):
         if self.telemetry.baseline is not None:
             return self.telemetry.baseline
         priciest = max(self.pools, key=lambda p: p.price.input_per_1k + p.price.output_per_1k)
-        return BaselinePrice(model=priciest.model, **priciest.price.model_dump())
+        return BaselinePrice(
+            model=priciest.model, latency_s=priciest.latency_s, **priciest.price.model_dump()
+        )
 
 
 def _reference_problems(settings: Settings) -> list[str]:
@@ -709,6 +816,53 @@ def _reference_problems(settings: Settings) -> list[str]:
             "server.request_budget_ms: must be below envoy.message_timeout_ms "
             f"({settings.envoy.message_timeout_ms}), or Envoy gives up on the router first"
         )
+    return problems
+
+
+def _traffic_problems(settings: Settings) -> list[str]:
+    """Pools named by the cache, shadow and experiment sections must exist."""
+    names = {pool.name for pool in settings.pools}
+    problems = [
+        f"cache.routes.{index}.pool: no pool named {route.pool!r}"
+        for index, route in enumerate(settings.cache.routes)
+        if route.pool not in names
+    ]
+    shadow = settings.shadow
+    if shadow.pool is not None and shadow.pool not in names:
+        problems.append(f"shadow.pool: no pool named {shadow.pool!r}")
+    problems += [
+        f"shadow.from_pools: no pool named {name!r}"
+        for name in shadow.from_pools
+        if name not in names
+    ]
+    problems += _policy_problems(settings)
+    if shadow.pool is not None and shadow.listen.port in (
+        settings.envoy.listen.port,
+        settings.envoy.admin.port,
+    ):
+        problems.append("shadow.listen: the port is one of Envoy's own")
+    return problems
+
+
+def _policy_problems(settings: Settings) -> list[str]:
+    """Each policy's routing must be a valid routing section for these pools."""
+    policies = settings.experiments.policies
+    problems = []
+    names = [policy.name for policy in policies]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"experiments.policies: the name {name!r} is used twice")
+    for index, policy in enumerate(policies):
+        key = f"experiments.policies.{index}.routing"
+        try:
+            variant = settings.for_policy(policy.name)
+        except ValidationError as error:
+            problems += [f"{key}.{line}" for line in _format_errors(error)]
+            continue
+        problems += [
+            f"{key}: {problem.removeprefix('routing.')}"
+            for problem in _reference_problems(variant)
+            if problem.startswith("routing.")
+        ]
     return problems
 
 
