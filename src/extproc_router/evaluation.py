@@ -20,6 +20,7 @@ from extproc_router.routing import Router
 from extproc_router.safety.gate import Safety
 from extproc_router.safety.pii import PII_TYPES, PIIScanner
 from extproc_router.safety.pii_corpus import generate
+from extproc_router.safety.transformer import JailbreakModel
 from extproc_router.settings import TIERS, Settings
 from extproc_router.signals import complexity
 from extproc_router.static import StaticEncoder
@@ -63,7 +64,7 @@ def evaluate(settings: Settings, data: Path) -> str:
     models: Models | None = None
     for variant in ("fp32", "int8"):
         model_settings = settings.model.model_copy(update={"variant": variant})
-        encoder, fitted, jailbreak = fit_heads(model_settings, data)
+        encoder, fitted, screen = fit_heads(model_settings, data)
         heads = {name: head for name, (head, _) in fitted.items()}
         for name, (head, examples) in fitted.items():
             share, pairs = accuracy(encoder, head, examples)
@@ -83,7 +84,9 @@ def evaluate(settings: Settings, data: Path) -> str:
                 encoder,
                 heads["domain"],
                 heads["preference"],
-                *jailbreak,
+                screen,
+                # Fine-tuned at set-up on the train split only (`make setup`).
+                JailbreakModel(settings.model.jailbreak, threads=settings.model.threads),
                 static_models(static),
             )
     if models is None:
@@ -183,22 +186,15 @@ def _jailbreak_report(
 ) -> list[str]:
     """The whole jailbreak detector (normalisation, patterns, then the head): precision, recall
     and false positives, per family when the data names families."""
-    safety = Safety(settings.safety, models.jailbreak_head, models.jailbreak_screen)
-    embeddings = models.encoder.embed([e.text for e in examples])
+    safety = Safety(settings.safety, models.jailbreak_screen, models.jailbreak_model)
     outcomes: Counter[tuple[bool, bool]] = Counter()
     families: dict[str, Counter[bool]] = {}
     scores: list[tuple[bool, float]] = []
     cascade_outcomes: Counter[tuple[bool, bool]] = Counter()
     screen_decided = 0
-    for example, embedding in zip(examples, embeddings, strict=True):
-        request = ParsedRequest(
-            "chat_completions",
-            "auto",
-            False,
-            {"messages": [{"role": "user", "content": example.text}]},
-            example.text,
-        )
-        verdict = safety.jailbreak(request, embedding)
+    for example in examples:
+        request = _user_request(example.text)
+        verdict = safety.jailbreak(request)
         blocked = verdict.action == "block"
         scores.append((example.label == "attack", verdict.score))
         outcomes[(example.label == "attack", blocked)] += 1
@@ -222,10 +218,11 @@ def _jailbreak_report(
         f"({fp} of {fp + tn}).",
         "",
         *_threshold_sweep(scores),
-        f"Screened first without the transformer (as for requests that name their model): "
-        f"{screen_decided / max(len(examples), 1):.0%} decided by patterns or the text-only "
-        f"screen; recall {cascade_outcomes[(True, True)] / max(tp + fn, 1):.1%}, false "
-        f"positives {cascade_outcomes[(False, True)] / max(fp + tn, 1):.1%}.",
+        "As the router runs it (patterns and the n-gram screen first, the transformer only for "
+        f"text the screen is unsure of): {screen_decided / max(len(examples), 1):.0%} decided "
+        "without the transformer; recall "
+        f"{cascade_outcomes[(True, True)] / max(tp + fn, 1):.1%}, false positives "
+        f"{cascade_outcomes[(False, True)] / max(fp + tn, 1):.1%}.",
         "",
     ]
     blocked_attacks = [
@@ -233,7 +230,7 @@ def _jailbreak_report(
         for example, (attack, score) in zip(examples, scores, strict=True)
         if attack and score >= settings.safety.jailbreak.block_threshold
     ]
-    lines += _suffix_lines(safety, models, blocked_attacks)
+    lines += _suffix_lines(safety, blocked_attacks)
     if families:
         lines += ["| family | prompts | blocked |", "|---|---|---|"]
         for family, counts in sorted(families.items()):
@@ -252,7 +249,7 @@ _SUFFIX = (
 )
 
 
-def _suffix_lines(safety: Safety, models: Models, attacks: list[str]) -> list[str]:
+def _suffix_lines(safety: Safety, attacks: list[str]) -> list[str]:
     """The suffix attack: each blocked attack with 1, 4 and 16 harmless sentences appended;
     the flip rate is the share no longer blocked."""
     if not attacks:
@@ -262,21 +259,46 @@ def _suffix_lines(safety: Safety, models: Models, attacks: list[str]) -> list[st
         suffix = "".join(_SUFFIX[i % len(_SUFFIX)] for i in range(sentences))
         texts = [f"{attack} {suffix}" for attack in attacks]
         flipped = 0
-        for text, embedding in zip(texts, models.encoder.embed(texts), strict=True):
-            request = ParsedRequest(
-                "chat_completions",
-                "auto",
-                False,
-                {"messages": [{"role": "user", "content": text}]},
-                text,
-            )
-            flipped += safety.jailbreak(request, embedding).action != "block"
+        for text in texts:
+            request = _user_request(text)
+            flipped += safety.jailbreak(request).action != "block"
         cells.append(f"{sentences} sentences ({len(suffix)} chars): {flipped / len(texts):.1%}")
     return [
         f"Suffix attack on the {len(attacks)} blocked attacks, harmless sentences appended, "
         "flip rate (no longer blocked): " + "; ".join(cells) + ".",
         "",
     ]
+
+
+def document_verdicts(settings: Settings, models: Models, root: Path) -> Counter[str]:
+    """The jailbreak verdicts, as the router runs the check, on long everyday text pasted
+    whole: this repository's own docs and source (up to 8,000 characters each), never trained
+    on. The labelled prompts are short, so they cannot show what a pasted file costs."""
+    safety = Safety(settings.safety, models.jailbreak_screen, models.jailbreak_model)
+    paths = sorted([root / "README.md", *root.glob("docs/*.md"), *root.glob("src/*/*.py")])
+    actions: Counter[str] = Counter()
+    for path in paths:
+        request = _user_request(path.read_text(encoding="utf-8")[:8000])
+        verdict = safety.jailbreak_screen(request) or safety.jailbreak(request, screened=True)
+        actions[verdict.action] += 1
+    return actions
+
+
+def _documents_lines(settings: Settings, models: Models, root: Path) -> list[str]:
+    actions = document_verdicts(settings, models, root)
+    return [
+        f"Long benign documents: {actions.total()} files of this repository (its Markdown docs "
+        "and Python source, up to 8,000 characters each, sent whole as one prompt), as the "
+        f"router runs: {actions['block']} blocked, {actions['flag']} flagged, "
+        f"{actions['allow']} allowed.",
+        "",
+    ]
+
+
+def _user_request(text: str) -> ParsedRequest:
+    """A chat request with one user message, as the safety stage reads it."""
+    body = {"messages": [{"role": "user", "content": text}]}
+    return ParsedRequest("chat_completions", "auto", False, body, text)
 
 
 def _threshold_sweep(scores: list[tuple[bool, float]]) -> list[str]:
@@ -308,6 +330,7 @@ def _safety_report(settings: Settings, models: Models, data: Path) -> list[str]:
         f"{len(independent)} prompts written independently (never used for training or "
         "tuning; data/jailbreak_heldout)",
     )
+    lines += _documents_lines(settings, models, data.parent)
     scanner = PIIScanner(settings.safety.pii.types)
     found: dict[str, Counter[str]] = {k: Counter() for k in ("tp", "fn", "fp")}
     samples = generate(seed=2026)

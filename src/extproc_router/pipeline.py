@@ -2,8 +2,9 @@
 PII policy -> what to send on. No Envoy and no protobuf here; the ext_proc processor and the
 RouterService both call `Pipeline.run`, so grpcurl shows exactly what traffic gets.
 
-The prompt is embedded once, and that embedding serves the jailbreak head and every routing
-signal. A blocked request raises `RequestError` (the client gets the JSON error, no pool sees
+The prompt is embedded once at most, and that embedding serves every routing signal; the
+jailbreak check has its own fine-tuned transformer, asked only about text its n-gram screen is
+unsure of. A blocked request raises `RequestError` (the client gets the JSON error, no pool sees
 the request) and still leaves an audit record.
 """
 
@@ -102,18 +103,16 @@ class Pipeline:
             embed_ms = (time.perf_counter() - embed_started) * 1000
             return result
 
-        # One transformer pass at most, and none when neither routing nor safety needs it: a
-        # named model, a keyword fast path or a confident static-embedding vote, whose text
-        # the screen finds clearly benign.
+        # No transformer at all when routing does not need it (a named model, a keyword fast
+        # path, a confident static-embedding vote) and the jailbreak screen finds the text
+        # clearly benign; the jailbreak transformer runs only on text the screen is unsure of.
         cheap = router.decide_static(request, planned) if planned[0] is None else None
-        screened = cheap is not None or not router.needs_embedding(planned[0], request)
+        needs_embedding = cheap is None and router.needs_embedding(planned[0], request)
 
         async def check() -> JailbreakVerdict:
-            nonlocal embedding
-            verdict = self.safety.jailbreak_screen(request) if screened else None
+            verdict = self.safety.jailbreak_screen(request)
             if verdict is None:
-                embedding = await embed()
-                verdict = self.safety.jailbreak(request, embedding, screened=screened)
+                verdict = await asyncio.to_thread(self.safety.jailbreak, request, screened=True)
             return verdict
 
         with stage("router.safety.jailbreak"):
@@ -137,9 +136,10 @@ class Pipeline:
                 code="content_policy_violation",
             )
         with stage("router.decide"):
-            if cheap is not None and embedding is None:
+            if cheap is not None:
                 decision = cheap
-            else:  # the transformer ran anyway (for safety): let its better heads decide
+            else:
+                embedding = await embed() if needs_embedding else None
                 decision = await router.decide(request, embedding=embedding, planned=planned)
         if jailbreak.action == "route" and settings.safety.jailbreak.route_pool is not None:
             pool = settings.pool(settings.safety.jailbreak.route_pool)

@@ -367,8 +367,14 @@ class ModelSettings(_Frozen):
     # those prompts are mostly shorter than 64 tokens, and a long prompt's opening names its
     # topic). Complexity still counts every token, and the jailbreak n-grams read all of it.
     max_tokens: int = Field(default=64, ge=8, le=512)
+    # Concurrent requests waiting for the encoder share one run of up to this many texts (1:
+    # each runs alone). Dynamic int8 quantises a batch's activations together, so a text's
+    # embedding moves slightly with its batch-mates (cosine ~0.995): fp32 does not.
+    max_batch: int = Field(default=16, ge=1, le=256)
     # Trained heads (`make train`) and the route-centroid cache.
     heads: Path = Path("models/heads")
+    # The jailbreak classifier fine-tuned from the same MiniLM at set-up (`make setup`).
+    jailbreak: Path = Path("models/jailbreak")
     # The static embedding distilled from the same MiniLM (`make setup`), and the cascade: a
     # vote from the static heads at or above this confidence decides without the transformer.
     # None turns the cascade off (every routed request runs the transformer).
@@ -475,19 +481,25 @@ PII_KINDS = ("email", "phone", "ssn", "credit_card", "iban", "ip_address")
 
 class JailbreakSettings(_Frozen):
     enabled: bool = True
-    # Pattern matches score 1.0; the classifier (character n-grams + the shared embedding)
-    # scores its probability. The highest threshold the score reaches decides: block (400,
-    # nothing forwarded), route, or flag. 0.9: the lowest threshold that kept false positives
-    # at or under 3% on the hard benign prompts of the development split (docs/EVALUATION.md).
-    block_threshold: Unit = 0.9
+    # Pattern matches score 1.0; otherwise text the n-gram screen is unsure of scores the mean
+    # log-odds of the screen and the fine-tuned transformer (both must find it suspicious). The
+    # highest threshold the score reaches decides: block (400, nothing forwarded), route, or
+    # flag. 0.8: the lowest that kept false positives at or under 3% on the hard benign
+    # prompts of the development split (docs/EVALUATION.md).
+    block_threshold: Unit = 0.8
     route_threshold: Unit | None = None
     route_pool: Name | None = None
     flag_threshold: Unit = 0.5
-    # Requests that need no embedding for routing (a named model, a keyword fast path) are
-    # first scored from their text alone; below this the transformer is not run for them.
-    # 0.5: on the development split (retrained with this session's data) no attack the full
-    # classifier blocks scores below it, while 98.6% of everyday prompts do; at 0.55 some do.
+    # Every request is scored first by the n-gram screen (character n-grams, microseconds);
+    # below this it is benign and the transformer is not run. 0.5: 98.6% of everyday held-out
+    # prompts score below it; at 0.4 (97.4%) the development split gained 1-2 points of
+    # recall, for a transformer run on twice as many everyday requests.
     screen_threshold: Unit = 0.5
+    # The fine-tuned transformer reads this many characters per window (~128 tokens of
+    # English), at most `model_windows` windows a request: the start of the newest message and
+    # the windows the n-gram classifier ranks most suspicious.
+    model_window_chars: int = Field(default=512, ge=64, le=4096)
+    model_windows: int = Field(default=3, ge=1, le=16)
     # Extra rules: family name -> regular expression (matched on normalised text).
     patterns: dict[Name, Phrase] = {}
     # Message roles scanned: what reaches the model, tool results included.

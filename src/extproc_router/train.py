@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ __all__ = [
     "load_examples",
     "static_models",
     "train",
+    "train_jailbreak_model",
 ]
 
 HEADS = ("domain", "preference")
@@ -92,18 +94,20 @@ def head_examples(name: str, data: Path) -> list[Example]:
 Fitted = dict[str, tuple[LinearHead, list[Example]]]
 
 
-def _fit_jailbreak(
-    encoder: Encoder, ident: str, data: Path
-) -> tuple[JailbreakClassifier, JailbreakClassifier]:
-    """The classifier with the embedding, and the text-only screen."""
-    train_rows = [e for e in head_examples("jailbreak", data) if e.split == "train"]
-    texts = [e.text for e in train_rows]
-    labels = [e.label == "attack" for e in train_rows]
-    embeddings = encoder.embed(texts)
-    return (
-        train_classifier(texts, embeddings, labels, encoder=ident),
-        train_classifier(texts, embeddings[:, :0], labels, encoder=ident),
-    )
+def _fit_screen(encoder: Encoder, ident: str, data: Path) -> JailbreakClassifier:
+    """The n-gram screen: character n-grams of the text alone (no embedding), trained on the
+    jailbreak train split and every everyday routing prompt."""
+    rows = [e for e in head_examples("jailbreak", data) if e.split == "train"]
+    texts, labels = [e.text for e in rows], [e.label == "attack" for e in rows]
+    return train_classifier(texts, np.zeros((len(texts), 0), np.float32), labels, encoder=ident)
+
+
+def train_jailbreak_model(settings: ModelSettings, data: Path) -> dict[str, Any]:
+    """Fine-tune the jailbreak transformer (build time: needs the `model` extra)."""
+    from extproc_router.safety.finetune import finetune_jailbreak, jailbreak_training
+
+    texts, labels = jailbreak_training(data)
+    return finetune_jailbreak(texts, labels, settings.jailbreak, threads=settings.threads)
 
 
 def _fit_all(encoder: TextEncoder, ident: str, data: Path) -> Fitted:
@@ -114,12 +118,10 @@ def _fit_all(encoder: TextEncoder, ident: str, data: Path) -> Fitted:
     }
 
 
-def fit_heads(
-    settings: ModelSettings, data: Path
-) -> tuple[Encoder, Fitted, tuple[JailbreakClassifier, JailbreakClassifier]]:
+def fit_heads(settings: ModelSettings, data: Path) -> tuple[Encoder, Fitted, JailbreakClassifier]:
     encoder = _encoder(settings)
     ident = encoder_id(settings)
-    return encoder, _fit_all(encoder, ident, data), _fit_jailbreak(encoder, ident, data)
+    return encoder, _fit_all(encoder, ident, data), _fit_screen(encoder, ident, data)
 
 
 def fit_static(settings: ModelSettings, data: Path) -> tuple[StaticEncoder, Fitted] | None:
@@ -139,7 +141,7 @@ def static_models(fitted: tuple[StaticEncoder, Fitted] | None) -> StaticModels |
 
 def train(settings: ModelSettings, data: Path) -> dict[str, float]:
     """Fit and save every head; returns their held-out accuracy."""
-    encoder, heads, (jailbreak, screen) = fit_heads(settings, data)
+    encoder, heads, screen = fit_heads(settings, data)
     scores = {}
     for name, (head, examples) in heads.items():
         head.save(settings.heads / f"{name}.npz")
@@ -149,15 +151,10 @@ def train(settings: ModelSettings, data: Path) -> dict[str, float]:
         for name, (head, examples) in static[1].items():
             head.save(settings.heads / f"{name}_static.npz")
             scores[f"{name} (static embedding)"] = accuracy(static[0], head, examples)[0]
-    jailbreak.save(settings.heads / "jailbreak.npz")
     screen.save(settings.heads / "jailbreak_text.npz")
     test = [e for e in load_examples(data / "jailbreak") if e.split == "test"]
-    embeddings = encoder.embed([e.text for e in test])
-    right = [
-        (jailbreak.score([e.text], embedding) >= 0.5) == (e.label == "attack")
-        for e, embedding in zip(test, embeddings, strict=True)
-    ]
-    scores["jailbreak"] = sum(right) / len(right)
+    right = [(screen.score([e.text], None) >= 0.5) == (e.label == "attack") for e in test]
+    scores["jailbreak screen"] = sum(right) / len(right)
     return scores
 
 

@@ -52,6 +52,7 @@ def test_models_are_built_in_a_build_stage_and_copied_out() -> None:
     commands = " ".join(args for name, args in build if name == "RUN")
     assert "extproc-router export-model" in commands
     assert "extproc-router train" in commands
+    assert "extproc-router train-jailbreak" in commands
     assert "protoc" in commands
     copies = [args for name, args in runtime if name == "COPY"]
     assert any(a.startswith("--from=build") and "/build/models" in a for a in copies)

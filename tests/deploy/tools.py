@@ -14,7 +14,7 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
-from extproc_router.stack import envoy_binary
+from tests.helpers import envoy_validate as validate_file
 
 REPO = Path(__file__).resolve().parents[2]
 KUBERNETES_VERSION = "1.30.0"  # the oldest release the manifests claim (native sidecars et al.)
@@ -53,18 +53,7 @@ def validate_kubernetes(obj: Object) -> None:
 def envoy_validate(config: Object | str, tmp_path: Path, name: str = "envoy.yaml") -> None:
     path = tmp_path / name
     path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
-    result = run(
-        [
-            envoy_binary(),
-            "--mode",
-            "validate",
-            "-c",
-            str(path),
-            "--disable-hot-restart",
-            "--log-level",
-            "error",
-        ]
-    )
+    result = validate_file(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -28,21 +28,25 @@ def _copy_tree(source: Path, target: Path) -> None:
         "model/tokenizer.json",
         "model/static/vectors.npy",
         "heads/domain.npz",
-        "heads/jailbreak.npz",
+        "heads/jailbreak_text.npz",
+        "jailbreak/model.int8.onnx",
+        "jailbreak/tokenizer.json",
+        "jailbreak/manifest.json",
     ],
 )
 def test_a_corrupt_file_names_itself_and_the_fix(
     settings: Settings, tmp_path: Path, broken: str
 ) -> None:
-    model, heads = tmp_path / "model", tmp_path / "heads"
+    model, heads, jailbreak = tmp_path / "model", tmp_path / "heads", tmp_path / "jailbreak"
     _copy_tree(settings.model.path, model)
     _copy_tree(settings.model.heads, heads)
+    _copy_tree(settings.model.jailbreak, jailbreak)
     target = tmp_path / broken
     original = target.resolve().read_bytes()
     target.unlink()
     target.write_bytes(original[: len(original) // 3])  # truncated mid-write
     config = settings.model.model_copy(
-        update={"path": model, "heads": heads, "static": model / "static"}
+        update={"path": model, "heads": heads, "static": model / "static", "jailbreak": jailbreak}
     )
     with pytest.raises(ModelError) as caught:
         load_models(config)

@@ -21,7 +21,7 @@ def _pipeline(settings: Settings, models: Models, *, cascade: bool = True) -> Pi
     settings = override(settings, {"safety.audit.enabled": False})
     if not cascade:
         models = dataclasses.replace(models, static=None)
-    safety = Safety(settings.safety, models.jailbreak_head, models.jailbreak_screen)
+    safety = Safety(settings.safety, models.jailbreak_screen, models.jailbreak_model)
     return Pipeline(Router(settings, models), safety, AuditLog(settings.safety.audit))
 
 

@@ -1,6 +1,5 @@
 """The Envoy configs we ship are what `render-envoy` writes, and Envoy itself accepts them."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,29 +8,13 @@ import yaml
 from extproc_router.envoy_config import render_envoy, render_envoy_yaml
 from extproc_router.exceptions import ConfigError
 from extproc_router.settings import load_settings, override
-from extproc_router.stack import envoy_binary
+from tests.helpers import envoy_validate
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "envoy").glob("*.yaml"))
 
 
-def validate(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            envoy_binary(),
-            "--mode",
-            "validate",
-            "-c",
-            str(path),
-            "--disable-hot-restart",
-            "--log-level",
-            "error",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+validate = envoy_validate
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])

@@ -9,18 +9,19 @@ for another, and `route` moves a request carrying PII to a pool marked `complian
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
 from extproc_router.request import ParsedRequest
 from extproc_router.safety.classifier import JailbreakClassifier
 from extproc_router.safety.jailbreak import compile_patterns, match_patterns
 from extproc_router.safety.pii import PIIScanner, Redactor, ScanBudgetExceeded
+from extproc_router.safety.transformer import JailbreakModel
 from extproc_router.settings import PIISettings, SafetySettings
 
 __all__ = ["JailbreakVerdict", "PIIVerdict", "Safety", "message_texts"]
@@ -124,22 +125,23 @@ class Safety:
     def __init__(
         self,
         settings: SafetySettings,
-        head: JailbreakClassifier | None,
-        screen: JailbreakClassifier | None = None,
+        screen: JailbreakClassifier | None,
+        model: JailbreakModel | None = None,
     ) -> None:
-        """`head` reads the text and the embedding; `screen` the text alone."""
+        """`screen`: the n-gram classifier, a cheap first look at every request; `model`: the
+        fine-tuned transformer, asked only when the screen is unsure."""
         self.settings = settings
-        self._head = head
         self._screen = screen
+        self._model = model
         self._patterns = compile_patterns(settings.jailbreak.patterns.items())
         pii = settings.pii
         self._scanner = PIIScanner(pii.types, dict(pii.custom))
 
-    def jailbreak(
-        self, request: ParsedRequest, embedding: Embeddings | None, *, screened: bool = False
-    ) -> JailbreakVerdict:
-        """Patterns, then the classifier with the request's embedding. `screened`: the request
-        has been through `jailbreak_screen` already, so its patterns are known not to match."""
+    def jailbreak(self, request: ParsedRequest, *, screened: bool = False) -> JailbreakVerdict:
+        """Patterns, then the transformer on the windows most worth its time. Synchronous and
+        CPU-bound (tens of milliseconds): callers on the event loop run it in a thread.
+        `screened`: the request has been through `jailbreak_screen` already, so its patterns
+        are known not to match."""
         started = time.perf_counter()
         if screened:
             texts = self._scanned_texts(request)
@@ -147,27 +149,44 @@ class Safety:
             texts, found = self._patterns_in(request)
             if found is not None:
                 return found
-        # Without an embedding (the encoder failed and its on_error allows going on), the
-        # text-only classifier judges.
-        head = self._head if embedding is not None else self._screen
-        score = head.score(texts, embedding) if head is not None else 0.0
-        return self._verdict(score, started)
+        screen = self._screen.score(texts, None) if self._screen is not None else None
+        windows = self._model_windows(texts)
+        if self._model is None or not windows:
+            return self._verdict(screen or 0.0, started)
+        model = float(self._model.probabilities(windows).max())
+        return self._verdict(model if screen is None else _agree(model, screen), started)
 
     def jailbreak_screen(self, request: ParsedRequest) -> JailbreakVerdict | None:
-        """The check without the transformer, for requests that do not need it for routing:
-        patterns, then the text-only classifier. None when that classifier is not sure enough
-        the request is benign (below `screen_threshold`): then the caller embeds the prompt and
-        asks `jailbreak`."""
+        """The check without the transformer: patterns, then the n-gram classifier. None when
+        that classifier is not sure enough the request is benign (at or above
+        `screen_threshold`): then the caller asks `jailbreak`."""
         started = time.perf_counter()
         texts, found = self._patterns_in(request)
         if found is not None:
             return found
-        if self._screen is None or self._head is None:
-            return self._verdict(0.0, started) if self._head is None else None
+        if self._screen is None or self._model is None:
+            return self.jailbreak(request, screened=True)
         score = self._screen.score(texts, None)
         if score >= self.settings.jailbreak.screen_threshold:
             return None
         return self._verdict(score, started)
+
+    def _model_windows(self, texts: list[str]) -> list[str]:
+        """The start of the newest text, and the windows the n-gram classifier finds most
+        suspicious: the transformer reads `model_window_chars` at a time, and a long prompt
+        must not cost it one pass per window."""
+        config = self.settings.jailbreak
+        size = config.model_window_chars
+        step = size * 3 // 4
+        windows = [
+            text[_word_start(text, start) :][:size]
+            for text in texts
+            if text.strip()
+            for start in range(0, max(len(text) - size + step, 1), step)
+        ]
+        if len(windows) <= config.model_windows or self._screen is None:
+            return windows[: config.model_windows]
+        return [windows[0], *self._screen.rank(windows[1:])[: config.model_windows - 1]]
 
     def _patterns_in(self, request: ParsedRequest) -> tuple[list[str], JailbreakVerdict | None]:
         config = self.settings.jailbreak
@@ -261,6 +280,27 @@ class Safety:
                     changed = True
         elapsed = (time.perf_counter() - started) * 1000
         return PIIVerdict(dict(counts), overall, by_action, elapsed), changed
+
+
+def _agree(model: float, screen: float) -> float:
+    """The mean of the two classifiers' log-odds: both must find the text suspicious to block
+    it. Either alone is overconfident somewhere — the transformer on short text unlike anything
+    it was trained on (a line of symbols and digits), the n-gram screen on wording. On the
+    development split, at <= 3% false positives, asking both kept one more point of recall
+    than the transformer alone, with fewer false positives."""
+    low, high = 1e-6, 1 - 1e-6
+    model, screen = min(max(model, low), high), min(max(screen, low), high)
+    logit = (math.log(model / (1 - model)) + math.log(screen / (1 - screen))) / 2
+    return 1.0 / (1.0 + math.exp(-logit))
+
+
+def _word_start(text: str, start: int) -> int:
+    """`start`, moved to the beginning of the next word: a window that opens mid-word reads
+    as noise to the transformer."""
+    if start == 0:
+        return 0
+    space = text.find(" ", start, start + 64)
+    return space + 1 if space >= 0 else start
 
 
 def _action(config: PIISettings, pool: str, kind: str) -> str:
