@@ -14,13 +14,13 @@ first (the cheapest, by convention), so every decision is deterministic.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from extproc_router.batching import Batcher
 from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
 from extproc_router.failures import guard, guard_async
@@ -166,6 +166,11 @@ class Router:
         self._keywords = KeywordMatcher(settings.routing.keyword_rules)
         self._signals = models.signals(settings) if models is not None else None
         self._static = models.static if models is not None else None
+        self._batcher = (
+            Batcher(models.encoder.embed, max_batch=models.settings.max_batch)
+            if models is not None
+            else None
+        )
         self._static_signals = models.static_signals(settings) if models is not None else None
         self._on_error = settings.on_error
 
@@ -198,14 +203,12 @@ class Router:
     async def embed(self, text: str) -> Embeddings | None:
         """The one MiniLM inference a request gets, off the event loop; None without models or
         text."""
-        if self.models is None or not text.strip():
+        batcher = self._batcher
+        if batcher is None or not text.strip():
             return None
-        encoder = self.models.encoder
 
         async def run() -> Embeddings | None:
-            embeddings = await asyncio.to_thread(encoder.embed, [text])
-            embedding: Embeddings = embeddings[0]
-            return embedding
+            return await batcher.embed(text)
 
         return await guard_async("encoder", self._on_error, run, lambda _error: None)
 
