@@ -84,12 +84,19 @@ class Pipeline:
         self.shadow = shadow
 
     async def run(
-        self, request: ParsedRequest, decision_id: str, *, dry_run: bool = False
+        self,
+        request: ParsedRequest,
+        decision_id: str,
+        *,
+        dry_run: bool = False,
+        received: float | None = None,
     ) -> Outcome:
-        """`dry_run`: decide and explain, but leave no audit record (nothing is forwarded)."""
+        """`dry_run`: decide and explain, but leave no audit record (nothing is forwarded).
+        `received`: when the body arrived (`time.monotonic()`); the request budget counts from
+        there, as Envoy's message timeout does, so parsing a large body is inside it."""
         started = time.perf_counter()
         settings = self.router.settings
-        deadline = time.monotonic() + settings.request_budget_s
+        deadline = (received or time.monotonic()) + settings.request_budget_s
         router = self.router
         planned = router.plan(request)
         embedding: Embeddings | None = None

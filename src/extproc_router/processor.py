@@ -158,13 +158,14 @@ class LLMProcessor:
         self._chunks.append(body)
         if not end_of_stream:
             return mutations.continue_request_body()
+        received = time.monotonic()
         raw = b"".join(self._chunks)
         self._chunks.clear()
         started = time.perf_counter()
         try:
             with tracing.stage("router.parse"):
                 request = parse_body(self._api, raw)
-            outcome = await self._pipeline.run(request, self._decision_id)
+            outcome = await self._pipeline.run(request, self._decision_id, received=received)
             decision = outcome.decision
             new_body = None
             if self._pipeline.router.settings.telemetry.usage:
