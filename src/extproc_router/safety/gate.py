@@ -150,7 +150,7 @@ class Safety:
             if found is not None:
                 return found
         screen = self._screen.score(texts, None) if self._screen is not None else None
-        windows = self._model_windows(texts)
+        windows = self._model_windows(texts) if self._model is not None else []
         if self._model is None or not windows:
             return self._verdict(screen or 0.0, started)
         model = float(self._model.probabilities(windows).max())
@@ -179,10 +179,11 @@ class Safety:
         size = config.model_window_chars
         step = size * 3 // 4
         windows = [
-            text[_word_start(text, start) :][:size]
+            text[begin : begin + size]
             for text in texts
             if text.strip()
             for start in range(0, max(len(text) - size + step, 1), step)
+            for begin in (_word_start(text, start),)
         ]
         if len(windows) <= config.model_windows or self._screen is None:
             return windows[: config.model_windows]
