@@ -34,9 +34,9 @@ CASES: dict[str, list[str]] = {
 TARGETS = ("direct", "nothing", "full")
 
 
-def _scripts(workdir: Path) -> dict[tuple[str, str], Path]:
+def _scripts(workdir: Path, cases: list[str]) -> dict[tuple[str, str], Path]:
     scripts = {}
-    for index, (case, prompts) in enumerate(CASES.items()):
+    for index, (case, prompts) in enumerate((c, CASES[c]) for c in cases):
         for target in TARGETS:
             model = "llama3-8b" if target == "nothing" else "auto"
             bodies = [body(prompt, model) for prompt in prompts]
@@ -52,13 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
     parser.add_argument("--burst-rate", type=float, default=40, help="burst requests/s")
     parser.add_argument("--burst-seconds", type=float, default=4, help="0 skips the burst")
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help="a comma-separated subset of: " + ", ".join(CASES)
+    )
     args = parser.parse_args(argv)
+    cases = [case.strip() for case in args.cases.split(",")]
+    unknown = [case for case in cases if case not in CASES]
+    if unknown:
+        parser.error(f"unknown cases: {', '.join(unknown)}")
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     command = "make bench" + (f" ARGS='{' '.join(argv)}'" if argv else "")
 
     with tempfile.TemporaryDirectory(prefix="extproc-bench-") as tmp:
         workdir = Path(tmp)
-        scripts = _scripts(workdir)
+        scripts = _scripts(workdir, cases)
         bench = start_bench(workdir)
         try:
             for (_, target), script in scripts.items():  # warm up connections and caches
@@ -91,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     table: Table = {key: median(results) for key, results in runs.items()}
     image = args.output.with_name("bench-latency.png")
-    plot(table, list(CASES), concurrencies, image)
+    plot(table, cases, concurrencies, image)
     text = report(
         table,
-        list(CASES),
+        cases,
         concurrencies,
         command=command,
         details=(args.repeats, args.duration),

@@ -309,7 +309,8 @@ async def run_demo_pools(
             if only and pool.name not in only:
                 continue
             default = pool.name == settings.routing.default_pool
-            extra = settings.routing.auto_models if default else ()
+            # And the names it `accepts`: the model names of pools it may take over from.
+            extra = (*(settings.routing.auto_models if default else ()), *pool.accepts)
             for endpoint in pool.endpoints:
                 host, port = endpoint.rsplit(":", 1)
                 runner = web.AppRunner(

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from extproc_router.envoy_failover import circuit_breakers, failover_clusters, retry_priority
 from extproc_router.mutations import METADATA_NAMESPACE, ROUTER_REPLY_KEY
 from extproc_router.settings import ListenAddress, PoolSettings, Settings, TLSSettings
 from extproc_router.shadow_envoy import add_shadow
@@ -93,7 +94,6 @@ def _seconds(milliseconds: int) -> str:
 def _pool_cluster(pool: PoolSettings, settings: Settings) -> dict[str, Any]:
     endpoints = [_host_port(endpoint) for endpoint in pool.endpoints]
     static = all(_is_ip(host) for host, _ in endpoints)
-    breaker = pool.circuit_breaker
     outlier = settings.envoy.outlier_detection
     return {
         "name": pool.name,
@@ -102,21 +102,8 @@ def _pool_cluster(pool: PoolSettings, settings: Settings) -> dict[str, Any]:
         "lb_policy": "LEAST_REQUEST",
         # Per pool. Generations are long-lived: Envoy's defaults (1,024 requests, 3 retries at
         # once) would turn a burst into 503s long before the model servers are full; the
-        # router's queue limits shape the load, the breaker only bounds it. Retries are
-        # bounded by a budget (a share of the requests in flight) rather than a count.
-        "circuit_breakers": {
-            "thresholds": [
-                {
-                    "max_connections": breaker.max_connections,
-                    "max_pending_requests": breaker.max_pending_requests,
-                    "max_requests": breaker.max_requests,
-                    "retry_budget": {
-                        "budget_percent": {"value": breaker.retry_budget_percent},
-                        "min_retry_concurrency": breaker.min_retry_concurrency,
-                    },
-                }
-            ]
-        },
+        # router's queue limits shape the load, the breaker only bounds it.
+        "circuit_breakers": circuit_breakers(pool.circuit_breaker),
         # An endpoint that keeps failing leaves rotation at once, between the router's polls.
         # Connect failures and resets count apart from the pool's own 5xx answers.
         "outlier_detection": {
@@ -151,6 +138,7 @@ def _retry_policy(settings: Settings) -> dict[str, Any]:
                 }
             ],
             "host_selection_retry_max_attempts": 3,
+            **retry_priority(settings),
             "retry_back_off": {
                 "base_interval": _seconds(retries.backoff_base_ms),
                 "max_interval": _seconds(retries.backoff_max_ms),
@@ -262,7 +250,8 @@ def _clusters(settings: Settings) -> list[dict[str, Any]]:
     tracing = settings.telemetry.tracing
     if tracing.enabled and tracing.endpoint is not None:
         clusters.append(_http2_cluster(OTEL_CLUSTER, [_host_port(tracing.endpoint)], settings))
-    return [*clusters, *(_pool_cluster(pool, settings) for pool in settings.pools)]
+    pools = [_pool_cluster(pool, settings) for pool in settings.pools]
+    return [*clusters, *pools, *failover_clusters(settings)]
 
 
 def _local_reply_config() -> dict[str, Any]:

@@ -126,7 +126,9 @@ def virtual_service(settings: Settings, options: IstioOptions = DEFAULT_OPTIONS)
     routes: list[dict[str, Any]] = [
         {
             "name": pool.name,
-            "match": [{"headers": {header: {"exact": pool.name}}}],
+            # The pool alone or its failover cluster (`small~medium`): the mesh has no
+            # aggregate cluster, so both go to the pool and Istio's own retries.
+            "match": [{"headers": {header: {"regex": f"^{pool.name}(~[a-z0-9_-]+)?$"}}}],
             "route": [_destination(pool)],
             "timeout": "0s",
         }

@@ -26,9 +26,9 @@ from extproc_router.failures import guard_async
 from extproc_router.pool_load import LoadBoard
 from extproc_router.request import ParsedRequest
 from extproc_router.routing import Decision, Router
-from extproc_router.safety.gate import JailbreakVerdict, PIIVerdict, Safety
+from extproc_router.safety.gate import JailbreakVerdict, PIIVerdict, Safety, same_pii_policy
 from extproc_router.settings import PoolSettings
-from extproc_router.spillover import allowed_pools, apply_load
+from extproc_router.spillover import allowed_pools, apply_load, fallback_pool
 from extproc_router.tracing import stage
 
 if TYPE_CHECKING:
@@ -164,6 +164,7 @@ class Pipeline:
         )
         decision = self._balance(decision, candidates, audit)
         decision, pii, redacted = await self._pii(request, decision, audit, deadline)
+        decision = self._with_fallback(decision, pii)
         cached = None
         if self.cache is not None and not dry_run:
             cached = await self.cache.lookup(
@@ -265,6 +266,25 @@ class Pipeline:
         except RequestError:
             audit("pools_unavailable", decision=decision)
             raise
+
+    def _with_fallback(self, decision: Decision, pii: PIIVerdict) -> Decision:
+        """Names the pool Envoy fails over to, among those this request may go to: none for
+        a named model or the hardened pool, only compliant ones for PII the policy routed."""
+        settings = self.router.settings
+        if decision.method in ("model", "safety"):
+            return decision
+        candidates = allowed_pools(decision, settings.pools)
+        # PII the policy routes (here, or to a pool that was compliant already).
+        if decision.method == "pii" or "route" in pii.by_action:
+            candidates = [p for p in candidates if p.compliant]
+        view = self.load.view(settings) if self.load is not None and settings.load.enabled else {}
+        kinds = list(pii.counts)
+
+        def admits(pool: PoolSettings) -> bool:
+            return same_pii_policy(settings.safety.pii, kinds, decision.pool.name, pool.name)
+
+        fallback = fallback_pool(decision, candidates, view, admits)
+        return dataclasses.replace(decision, fallback=fallback) if fallback else decision
 
 
 def _no_record(*args: object, **kwargs: object) -> None:

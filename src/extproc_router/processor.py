@@ -202,7 +202,7 @@ class LLMProcessor:
             },
         )
         headers = {
-            self._cluster_header: decision.pool.name,
+            self._cluster_header: decision.cluster,
             "x-router-decision-id": self._decision_id,
             "x-router-model": decision.model,
         }

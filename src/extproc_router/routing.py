@@ -26,7 +26,7 @@ from extproc_router.exceptions import RequestError
 from extproc_router.failures import guard, guard_async
 from extproc_router.models import Models, ModelSignals
 from extproc_router.request import ParsedRequest
-from extproc_router.settings import PoolSettings, Settings
+from extproc_router.settings import PoolSettings, Settings, failover_cluster
 from extproc_router.signals import complexity
 from extproc_router.signals.base import SignalResult
 from extproc_router.signals.keyword import KeywordMatcher
@@ -59,6 +59,16 @@ class Decision:
     # load of every pool that was considered.
     spillover: Spillover | None = None
     load: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Where Envoy sends it if `pool` drops it mid-flight or has no healthy endpoint: a pool
+    # that accepts `pool`'s model name and may take this request too.
+    fallback: PoolSettings | None = None
+
+    @property
+    def cluster(self) -> str:
+        """The cluster header's value: the pool's own cluster, or its failover cluster."""
+        if self.fallback is None:
+            return self.pool.name
+        return failover_cluster(self.pool.name, self.fallback.name)
 
     @property
     def model(self) -> str:
@@ -91,6 +101,7 @@ class Decision:
                 else {}
             ),
             **({"spillover": self.spillover.text()} if self.spillover else {}),
+            **({"fallback": self.fallback.name} if self.fallback else {}),
         }
 
     def header(self) -> str:
@@ -102,6 +113,8 @@ class Decision:
             parts.append(f"stage={self.stage}")
         if self.spillover is not None:
             parts.append(f"spillover={self.spillover.compact()}")
+        if self.fallback is not None:
+            parts.append(f"fallback={self.fallback.name}")
         for signal in self.signals:
             parts.append(f"{signal.name}={_brief(signal)}")
         text = "; ".join(parts)

@@ -327,12 +327,23 @@ class DemoCapacity(_Frozen):
     token_ms: float = Field(default=0.0, ge=0, le=10_000)
 
 
+def failover_cluster(pool: str, fallback: str) -> str:
+    """Envoy's name for the cluster that sends to `pool` and fails over to `fallback` (`~` is
+    not allowed in a pool name, so it never collides with one)."""
+    return f"{pool}~{fallback}"
+
+
 class PoolSettings(_Frozen):
     """A pool of identical model servers; Envoy load-balances across its endpoints."""
 
     name: Name
     model: ModelName
     aliases: tuple[ModelName, ...] = ()
+    # Other pools' model names this pool's servers also answer to (vLLM: more names after
+    # `--served-model-name`), never routed to by name. A request routed to such a pool may
+    # fail over here inside Envoy: the retry of one that pool dropped mid-flight, or all of
+    # its traffic while Envoy sees none of its endpoints healthy.
+    accepts: tuple[ModelName, ...] = ()
     endpoints: tuple[str, ...] = Field(min_length=1)
     # The hardest requests this pool answers well; the vote prefers the cheapest pool that fits.
     tier: Tier = "moderate"
@@ -498,8 +509,8 @@ class JailbreakSettings(_Frozen):
     # recall, for a transformer run on twice as many everyday requests.
     screen_threshold: Unit = 0.5
     # The fine-tuned transformer reads this many characters per window (~128 tokens of
-    # English), at most `model_windows` windows a request: the start of the newest message and
-    # the windows the n-gram classifier ranks most suspicious.
+    # English), at most `model_windows` windows a request: the window the n-gram screen finds
+    # most suspicious, and any other it scores at or above `screen_threshold`.
     model_window_chars: int = Field(default=512, ge=64, le=4096)
     model_windows: int = Field(default=3, ge=1, le=16)
     # Extra rules: family name -> regular expression (matched on normalised text).
@@ -741,6 +752,16 @@ class Settings(_Frozen):
                 return pool
         raise KeyError(name)
 
+    def failover_pairs(self) -> list[tuple[PoolSettings, PoolSettings]]:
+        """(pool, fallback) for every pool another one `accepts` the model name of: Envoy
+        has a cluster for each pair, the router names it when both may take the request."""
+        return [
+            (pool, other)
+            for pool in self.pools
+            for other in self.pools
+            if other is not pool and pool.model in other.accepts
+        ]
+
     def for_policy(self, name: str) -> Settings:
         """These settings with an experiment policy's routing; raises KeyError for no policy."""
         policy = next(p for p in self.experiments.policies if p.name == name)
@@ -782,6 +803,11 @@ def _reference_problems(settings: Settings) -> list[str]:
                     f"pools.{pool.name}: model {model!r} is also served by {owner[model]!r}"
                 )
             owner.setdefault(model, pool.name)
+    written = {pool.model: pool.name for pool in settings.pools}
+    for pool in settings.pools:
+        for model in pool.accepts:
+            if written.get(model, pool.name) == pool.name:
+                problems.append(f"pools.{pool.name}.accepts: {model!r} is not another pool's model")
     routing = settings.routing
     for alias in routing.auto_models:
         if alias in owner:

@@ -12,7 +12,7 @@ for a suspected jailbreak. A request that names its model is never moved.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from extproc_router.exceptions import RequestError
@@ -20,7 +20,7 @@ from extproc_router.pool_load import PoolLoad
 from extproc_router.routing import Decision
 from extproc_router.settings import LoadSettings, PoolSettings
 
-__all__ = ["Spillover", "allowed_pools", "apply_load", "ranked"]
+__all__ = ["Spillover", "allowed_pools", "apply_load", "fallback_pool", "ranked"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,24 @@ def apply_load(
         spillover=spill,
         load=evidence,
     )
+
+
+def fallback_pool(
+    decision: Decision,
+    candidates: Sequence[PoolSettings],
+    view: Mapping[str, PoolLoad],
+    admits: Callable[[PoolSettings], bool],
+) -> PoolSettings | None:
+    """The best-ranked other candidate that answers to the decision's model name, is not full
+    or down, and `admits` the request as prepared (its PII policy is the same): where Envoy
+    sends it if the decision's pool drops it. None leaves Envoy only the pool's own retries."""
+    for pool in ranked(decision, candidates):
+        if pool.name == decision.pool.name or decision.pool.model not in pool.accepts:
+            continue
+        load = view.get(pool.name)
+        if (load is None or not load.skipped) and admits(pool):
+            return pool
+    return None
 
 
 def _unavailable(

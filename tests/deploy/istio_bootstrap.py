@@ -27,13 +27,20 @@ def istio_cluster_name(host: str, port: int) -> str:
     return f"outbound|{port}||{host}"
 
 
+def _string_match(match: Object) -> Object:
+    """Istio's StringMatch as Envoy's (istiod turns `regex` into RE2 `safe_regex`)."""
+    if "regex" in match:
+        return {"safe_regex": {"regex": match["regex"]}}
+    return {"exact": match["exact"]}
+
+
 def _routes(virtual_service: Object) -> list[Object]:
     routes = []
     for http in virtual_service["spec"]["http"]:
         destination = http["route"][0]["destination"]
         cluster = istio_cluster_name(destination["host"], destination["port"]["number"])
         headers = [
-            {"name": name, "string_match": {"exact": match["exact"]}}
+            {"name": name, "string_match": _string_match(match)}
             for condition in http.get("match", [])
             for name, match in condition.get("headers", {}).items()
         ]

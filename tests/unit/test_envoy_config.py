@@ -102,7 +102,8 @@ def test_rendered_choices_that_envoy_defaults_get_wrong() -> None:
     # The router streams a response body to itself only for requests it routed.
     assert ext_proc["allow_mode_override"] is True
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-    assert set(clusters) == {"extproc_router", "small", "medium", "large"}
+    pools = {"small", "medium", "large"}
+    assert set(clusters) == {"extproc_router", *pools, "small~medium", "medium~large"}
     assert config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == (
         settings.envoy.max_request_bytes
     )

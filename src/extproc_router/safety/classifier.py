@@ -102,15 +102,16 @@ class JailbreakClassifier:
             best = 0.0
         return float(1.0 / (1.0 + np.exp(-(base + best))))
 
-    def rank(self, windows: Sequence[str]) -> list[str]:
-        """The windows, most suspicious first by their n-gram score (the embedding term is the
-        same for all of them)."""
-        margins = []
-        for window in windows:
-            indices, values = ngram_features(window)
-            margins.append(float(values @ self.ngram_weights[indices]))
-        order = sorted(range(len(windows)), key=lambda i: margins[i], reverse=True)
-        return [windows[i] for i in order]
+    def window_scores(self, windows: Sequence[str]) -> list[float]:
+        """Each window's probability of an attack by its n-grams alone (the embedding term,
+        the same for every window of a request, is left out)."""
+        margins = np.array(
+            [
+                float(values @ self.ngram_weights[indices])
+                for indices, values in map(ngram_features, windows)
+            ]
+        )
+        return [float(p) for p in 1.0 / (1.0 + np.exp(-(self.bias + margins)))]
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from extproc_router.safety.pii import PIIScanner, Redactor, ScanBudgetExceeded
 from extproc_router.safety.transformer import JailbreakModel
 from extproc_router.settings import PIISettings, SafetySettings
 
-__all__ = ["JailbreakVerdict", "PIIVerdict", "Safety", "message_texts"]
+__all__ = ["JailbreakVerdict", "PIIVerdict", "Safety", "message_texts", "same_pii_policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +172,11 @@ class Safety:
         return self._verdict(score, started)
 
     def _model_windows(self, texts: list[str]) -> list[str]:
-        """The start of the newest text, and the windows the n-gram classifier finds most
-        suspicious: the transformer reads `model_window_chars` at a time, and a long prompt
-        must not cost it one pass per window."""
+        """The windows the transformer reads (`model_window_chars` each): the start of the
+        newest text (where an attack with harmless text appended sits), and of the rest those
+        the n-gram screen scores at or above `screen_threshold`, most suspicious first, at most
+        `model_windows` in all. A long prompt that only brushed the threshold costs one window,
+        not a pass over all of it."""
         config = self.settings.jailbreak
         size = config.model_window_chars
         step = size * 3 // 4
@@ -185,9 +187,13 @@ class Safety:
             for start in range(0, max(len(text) - size + step, 1), step)
             for begin in (_word_start(text, start),)
         ]
-        if len(windows) <= config.model_windows or self._screen is None:
+        if len(windows) <= 1 or self._screen is None:
             return windows[: config.model_windows]
-        return [windows[0], *self._screen.rank(windows[1:])[: config.model_windows - 1]]
+        rest = windows[1:]
+        scores = self._screen.window_scores(rest)
+        order = sorted(range(len(rest)), key=lambda i: scores[i], reverse=True)
+        suspect = [rest[i] for i in order if scores[i] >= config.screen_threshold]
+        return [windows[0], *suspect[: config.model_windows - 1]]
 
     def _patterns_in(self, request: ParsedRequest) -> tuple[list[str], JailbreakVerdict | None]:
         config = self.settings.jailbreak
@@ -302,6 +308,12 @@ def _word_start(text: str, start: int) -> int:
         return 0
     space = text.find(" ", start, start + 64)
     return space + 1 if space >= 0 else start
+
+
+def same_pii_policy(config: PIISettings, kinds: Iterable[str], pool: str, other: str) -> bool:
+    """Whether `other` treats each of these PII types as `pool` does: only then may a body
+    prepared (redacted, or left alone) for `pool` reach `other` instead."""
+    return all(_action(config, pool, kind) == _action(config, other, kind) for kind in kinds)
 
 
 def _action(config: PIISettings, pool: str, kind: str) -> str:

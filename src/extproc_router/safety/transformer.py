@@ -1,8 +1,8 @@
 """The fine-tuned jailbreak transformer at run time: onnxruntime, tokenizers and numpy only.
 
 It reads at most `max_tokens` word pieces per window, so the caller picks which windows of a
-long prompt it reads (see `Safety.jailbreak`): the start of the newest text, and the windows the
-n-gram classifier finds most suspicious.
+long prompt it reads (see `Safety.jailbreak`): the start of the newest text, and the other windows
+the n-gram classifier suspects.
 """
 
 from __future__ import annotations
