@@ -186,6 +186,9 @@ class Router:
         )
         self._static_signals = models.static_signals(settings) if models is not None else None
         self._on_error = settings.on_error
+        # The last text's complexity: a request the cascade's cheap stage was unsure of asks
+        # again for the transformer's vote (replacing the tuple is atomic).
+        self._last_complexity: tuple[str, SignalResult] | None = None
 
     def _signal(self, name: str, run: Callable[[], SignalResult]) -> SignalResult:
         """A signal that fails abstains, with the error as its evidence (or the request gets a
@@ -322,11 +325,16 @@ class Router:
 
     def _complexity(self, text: str) -> SignalResult:
         """Real tokens with the models loaded, words without them."""
+        last = self._last_complexity
+        if last is not None and last[0] == text:
+            return last[1]
         count = self.models.encoder.count_tokens if self.models else (lambda t: len(t.split()))
         config = self.settings.routing.complexity
-        return self._signal(
+        result = self._signal(
             "complexity", lambda: complexity.evaluate(text, self._pools, config, count)
         )
+        self._last_complexity = (text, result)
+        return result
 
     def _embedding_signals(
         self, text: str, embedding: Embeddings, signals: ModelSignals

@@ -509,10 +509,12 @@ class JailbreakSettings(_Frozen):
     # recall, for a transformer run on twice as many everyday requests.
     screen_threshold: Unit = 0.5
     # The fine-tuned transformer reads this many characters per window (~128 tokens of
-    # English), at most `model_windows` windows a request: the window the n-gram screen finds
-    # most suspicious, and any other it scores at or above `screen_threshold`.
+    # English), at most `model_windows` windows a request: the start of the newest message,
+    # and the windows the n-gram screen scores at or above `screen_threshold`, most suspicious
+    # first. 2: the evaluation (dev split, independent set, suffix attacks) came out the same
+    # as with 3, and a long prompt the screen is unsure of costs ~18 ms instead of ~24.
     model_window_chars: int = Field(default=512, ge=64, le=4096)
-    model_windows: int = Field(default=3, ge=1, le=16)
+    model_windows: int = Field(default=2, ge=1, le=16)
     # Extra rules: family name -> regular expression (matched on normalised text).
     patterns: dict[Name, Phrase] = {}
     # Message roles scanned: what reaches the model, tool results included.
