@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst-rate", type=float, default=40, help="burst requests/s")
     parser.add_argument("--burst-seconds", type=float, default=4, help="0 skips the burst")
     parser.add_argument(
-        "--cases", default=",".join(CASES), help="a comma-separated subset of: " + ", ".join(CASES)
+        "--cases", default=";".join(CASES), help="a ;-separated subset of: " + "; ".join(CASES)
     )
     args = parser.parse_args(argv)
-    cases = [case.strip() for case in args.cases.split(",")]
+    cases = [case.strip() for case in args.cases.split(";")]
     unknown = [case for case in cases if case not in CASES]
     if unknown:
         parser.error(f"unknown cases: {', '.join(unknown)}")

@@ -12,6 +12,7 @@ import pytest
 from extproc_router.evaluation import document_verdicts
 from extproc_router.models import Models
 from extproc_router.request import ParsedRequest
+from extproc_router.safety.classifier import JailbreakClassifier
 from extproc_router.safety.gate import Safety
 from extproc_router.safety.transformer import JailbreakModel
 from extproc_router.settings import Settings
@@ -122,3 +123,26 @@ def test_the_manifest_names_the_data_it_was_trained_on(models: Models) -> None:
     assert len(manifest["data"]) == 16
     assert 0 <= manifest["int8_vs_torch_max_probability_gap"] < 0.25
     assert np.isfinite(manifest["train_seconds"])
+
+
+def test_the_transformer_step_reuses_what_the_screen_read(
+    settings: Settings, models: Models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The screen's texts and score go on to the transformer step rather than being computed
+    again; a request the screen did not just read is scored afresh."""
+    calls: list[int] = []
+    real = JailbreakClassifier.score
+
+    def spy(self: JailbreakClassifier, texts: Any, embedding: Any) -> float:
+        calls.append(len(texts))
+        return real(self, texts, embedding)
+
+    monkeypatch.setattr(JailbreakClassifier, "score", spy)
+    safety = Safety(settings.safety, models.jailbreak_screen, models.jailbreak_model)
+    unsure = _request(FILLER)  # the committee minutes brush the screen's threshold
+    assert safety.jailbreak_screen(unsure) is None
+    first = safety.jailbreak(unsure, screened=True)
+    assert len(calls) == 1
+    again = safety.jailbreak(unsure, screened=True)  # nothing handed over this time
+    assert len(calls) == 2
+    assert again.score == pytest.approx(first.score)

@@ -134,6 +134,7 @@ class Safety:
         self._screen = screen
         self._model = model
         self._patterns = compile_patterns(settings.jailbreak.patterns.items())
+        self._last_screened: tuple[ParsedRequest, list[str], float] | None = None
         pii = settings.pii
         self._scanner = PIIScanner(pii.types, dict(pii.custom))
 
@@ -143,13 +144,20 @@ class Safety:
         `screened`: the request has been through `jailbreak_screen` already, so its patterns
         are known not to match."""
         started = time.perf_counter()
-        if screened:
-            texts = self._scanned_texts(request)
+        last = self._last_screened
+        screen: float | None
+        if screened and last is not None and last[0] is request:
+            _, texts, screen = last  # what `jailbreak_screen` just read and scored
+            if self._last_screened is last:
+                self._last_screened = None  # not holding on to a large body
         else:
-            texts, found = self._patterns_in(request)
-            if found is not None:
-                return found
-        screen = self._screen.score(texts, None) if self._screen is not None else None
+            if screened:
+                texts = self._scanned_texts(request)
+            else:
+                texts, found = self._patterns_in(request)
+                if found is not None:
+                    return found
+            screen = self._screen.score(texts, None) if self._screen is not None else None
         windows = self._model_windows(texts) if self._model is not None else []
         if self._model is None or not windows:
             return self._verdict(screen or 0.0, started)
@@ -168,6 +176,9 @@ class Safety:
             return self.jailbreak(request, screened=True)
         score = self._screen.score(texts, None)
         if score >= self.settings.jailbreak.screen_threshold:
+            # For the `jailbreak` call that follows (in a worker thread): replacing the tuple
+            # is atomic, and another request's screen in between only costs a recomputation.
+            self._last_screened = (request, texts, score)
             return None
         return self._verdict(score, started)
 
