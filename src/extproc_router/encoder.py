@@ -7,6 +7,7 @@ loop go through `asyncio.to_thread` so a slow model never stalls other streams.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -15,8 +16,17 @@ import numpy.typing as npt
 
 from extproc_router import metrics
 from extproc_router.exceptions import ModelError
+from extproc_router.occupancy import busy
 
-__all__ = ["Embeddings", "Encoder", "TextEncoder", "load_tokenizer", "open_session", "run_bert"]
+__all__ = [
+    "Embeddings",
+    "Encoder",
+    "Sessions",
+    "TextEncoder",
+    "load_tokenizer",
+    "open_sessions",
+    "run_bert",
+]
 
 Embeddings = npt.NDArray[np.float32]
 
@@ -38,6 +48,7 @@ class Encoder:
         *,
         variant: Literal["fp32", "int8"] = "int8",
         threads: int = 2,
+        busy_threads: int = 1,
         max_tokens: int = 128,
     ) -> None:
         model_file = model_dir / _FILES[variant]
@@ -54,8 +65,8 @@ class Encoder:
         fix = f"run `make setup` (or `extproc-router export-model --output {model_dir}`) again"
         self._tokenizer = load_tokenizer(tokenizer_file, max_tokens, fix)
         self._counter = load_tokenizer(tokenizer_file, None, fix)
-        self._session = open_session(model_file, threads, fix)
-        self.dimensions = int(self._session.get_outputs()[0].shape[-1] or 384)
+        self._sessions = open_sessions(model_file, threads, busy_threads, fix)
+        self.dimensions = int(self._sessions.solo.get_outputs()[0].shape[-1] or 384)
 
     def count_tokens(self, text: str) -> int:
         """Word-piece tokens, without the [CLS]/[SEP] markers."""
@@ -66,7 +77,7 @@ class Encoder:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         metrics.BATCH_SIZE.observe(len(texts))
-        hidden, mask = run_bert(self._tokenizer, self._session, texts, self.max_tokens)
+        hidden, mask = run_bert(self._tokenizer, self._sessions, texts, self.max_tokens)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -107,8 +118,26 @@ def open_session(path: Path, threads: int, fix: str) -> Any:
         raise ModelError(f"cannot load {path} ({error}): {fix}") from None
 
 
+@dataclass(frozen=True)
+class Sessions:
+    """One ONNX model opened twice: with `threads` intra-op threads for a request the router
+    is deciding alone, and with `busy_threads` while it decides others too (see occupancy)."""
+
+    solo: Any
+    shared: Any
+
+    def pick(self) -> Any:
+        return self.shared if busy() else self.solo
+
+
+def open_sessions(path: Path, threads: int, busy_threads: int, fix: str) -> Sessions:
+    solo = open_session(path, threads, fix)
+    shared = solo if busy_threads == threads else open_session(path, busy_threads, fix)
+    return Sessions(solo, shared)
+
+
 def run_bert(
-    tokenizer: Any, session: Any, texts: list[str], max_tokens: int
+    tokenizer: Any, sessions: Sessions, texts: list[str], max_tokens: int
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Tokenise (padded to the longest, cut at `max_tokens`) and run a BERT-shaped ONNX model;
     returns its output and the attention mask."""
@@ -118,7 +147,7 @@ def run_bert(
     ids = np.array([e.ids for e in encodings], dtype=np.int64)
     mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
     try:
-        (output,) = session.run(
+        (output,) = sessions.pick().run(
             None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         )
     except Exception as error:

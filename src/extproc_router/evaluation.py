@@ -86,7 +86,7 @@ def evaluate(settings: Settings, data: Path) -> str:
                 heads["preference"],
                 screen,
                 # Fine-tuned at set-up on the train split only (`make setup`).
-                JailbreakModel(settings.model.jailbreak, threads=settings.model.threads),
+                JailbreakModel(settings.model.jailbreak, threads=settings.model.jailbreak_threads),
                 static_models(static),
             )
     if models is None:

@@ -97,6 +97,7 @@ def load_models(settings: ModelSettings) -> Models:
         settings.path,
         variant=settings.variant,
         threads=settings.threads,
+        busy_threads=settings.busy_threads,
         max_tokens=settings.max_tokens,
     )
     ident = encoder_id(settings)
@@ -114,6 +115,6 @@ def load_models(settings: ModelSettings) -> Models:
         LinearHead.load(settings.heads / "domain.npz", encoder=ident),
         LinearHead.load(settings.heads / "preference.npz", encoder=ident),
         JailbreakClassifier.load(settings.heads / "jailbreak_text.npz", encoder=ident),
-        JailbreakModel(settings.jailbreak, threads=settings.threads),
+        JailbreakModel(settings.jailbreak, threads=settings.jailbreak_threads),
         static,
     )

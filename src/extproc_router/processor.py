@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 
-from extproc_router import metrics, mutations, tracing
+from extproc_router import metrics, mutations, occupancy, tracing
 from extproc_router.cache import CachedAnswer, ResponseRecorder, render_answer
 from extproc_router.exceptions import RequestError
 from extproc_router.pipeline import Outcome, Pipeline
@@ -165,7 +165,8 @@ class LLMProcessor:
         try:
             with tracing.stage("router.parse"):
                 request = parse_body(self._api, raw)
-            outcome = await self._pipeline.run(request, self._decision_id, received=received)
+            with occupancy.deciding():
+                outcome = await self._pipeline.run(request, self._decision_id, received=received)
             decision = outcome.decision
             new_body = None
             if self._pipeline.router.settings.telemetry.usage:

@@ -374,7 +374,15 @@ class ModelSettings(_Frozen):
 
     path: Path = Path("models/all-MiniLM-L6-v2")
     variant: Literal["fp32", "int8"] = "int8"
+    # Intra-op threads per model run while the router decides one request, and while it
+    # decides several at once (more threads then only fight the event loop for the cores:
+    # 1 sustained ~12% more mixed traffic at concurrency 32 on 2 cores; see occupancy.py).
     threads: int = Field(default=2, ge=1, le=64)
+    busy_threads: int = Field(default=1, ge=1, le=64)
+    # The jailbreak transformer has one session (a second would cost ~36 MB): it reads long or
+    # suspicious text, mostly while other requests are decided. 1 thread sustained ~6% more
+    # mixed traffic at concurrency 32 than 2, for ~5 ms more on a lone 1,500-token prompt.
+    jailbreak_threads: int = Field(default=1, ge=1, le=64)
     # The classification input: the last user turn, cut to this many tokens.
     # 64: half the transformer time of 128 at the same held-out accuracy (docs/EVALUATION.md;
     # those prompts are mostly shorter than 64 tokens, and a long prompt's opening names its

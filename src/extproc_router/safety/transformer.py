@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from extproc_router.encoder import load_tokenizer, open_session, run_bert
+from extproc_router.encoder import load_tokenizer, open_sessions, run_bert
 from extproc_router.exceptions import ModelError
 
 __all__ = ["JailbreakModel"]
@@ -22,7 +22,7 @@ _MODEL_FILE = "model.int8.onnx"
 
 
 class JailbreakModel:
-    def __init__(self, folder: Path, *, threads: int = 2, max_tokens: int = 128) -> None:
+    def __init__(self, folder: Path, *, threads: int = 1, max_tokens: int = 128) -> None:
         fix = "run `make setup` (or `extproc-router train`) to fine-tune it"
         model_file, tokenizer_file = folder / _MODEL_FILE, folder / "tokenizer.json"
         for path in (model_file, tokenizer_file, folder / "manifest.json"):
@@ -34,12 +34,12 @@ class JailbreakModel:
             raise ModelError(f"cannot read {folder / 'manifest.json'} ({error}): {fix}") from None
         self.max_tokens = max_tokens
         self._tokenizer = load_tokenizer(tokenizer_file, max_tokens, fix)
-        self._session = open_session(model_file, threads, fix)
+        self._sessions = open_sessions(model_file, threads, threads, fix)
 
     def probabilities(self, texts: list[str]) -> npt.NDArray[np.float32]:
         """Probability of an attack for each text, read up to `max_tokens`."""
         if not texts:
             return np.zeros(0, dtype=np.float32)
-        logits, _ = run_bert(self._tokenizer, self._session, texts, self.max_tokens)
+        logits, _ = run_bert(self._tokenizer, self._sessions, texts, self.max_tokens)
         probabilities: npt.NDArray[np.float32] = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
         return probabilities
