@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from extproc_router.envoy_failover import circuit_breakers, failover_clusters, retry_priority
-from extproc_router.mutations import METADATA_NAMESPACE, ROUTER_REPLY_KEY
+from extproc_router.mutations import METADATA_NAMESPACE, ROUTER_REPLY_KEY, SERVED_BY_HEADER
 from extproc_router.settings import ListenAddress, PoolSettings, Settings, TLSSettings
 from extproc_router.shadow_envoy import add_shadow
 
@@ -67,7 +67,14 @@ def _host_port(endpoint: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _load_assignment(name: str, endpoints: list[tuple[str, int]]) -> dict[str, Any]:
+def _load_assignment(
+    name: str, endpoints: list[tuple[str, int]], pool: str | None = None
+) -> dict[str, Any]:
+    """`pool`: each endpoint carries the pool's name as metadata, which Envoy hands back on the
+    response (`SERVED_BY_HEADER`): after a failover the router learns which pool answered."""
+    metadata = (
+        {"metadata": {"filter_metadata": {METADATA_NAMESPACE: {"pool": pool}}}} if pool else {}
+    )
     return {
         "cluster_name": name,
         "endpoints": [
@@ -78,7 +85,8 @@ def _load_assignment(name: str, endpoints: list[tuple[str, int]]) -> dict[str, A
                             "address": {
                                 "socket_address": {"address": host.strip("[]"), "port_value": port}
                             }
-                        }
+                        },
+                        **metadata,
                     }
                     for host, port in endpoints
                 ]
@@ -114,7 +122,7 @@ def _pool_cluster(pool: PoolSettings, settings: Settings) -> dict[str, Any]:
             "base_ejection_time": _seconds(outlier.base_ejection_ms),
             "max_ejection_percent": outlier.max_ejection_percent,
         },
-        "load_assignment": _load_assignment(pool.name, endpoints),
+        "load_assignment": _load_assignment(pool.name, endpoints, pool.name),
     }
 
 
@@ -347,6 +355,14 @@ def _routes(settings: Settings) -> list[dict[str, Any]]:
             **_retry_policy(settings),
         }
 
+    def served_by() -> dict[str, Any]:
+        """On the routes the router routed: the pool whose endpoint answered."""
+        value = f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:pool)%"
+        header = {"header": {"key": SERVED_BY_HEADER, "value": value}}
+        return {
+            "response_headers_to_add": [{**header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+        }
+
     routed: dict[str, Any] = {"name": envoy.cluster_header, "present_match": True}
     fail_closed = {
         "envoy.filters.http.ext_proc": {
@@ -372,6 +388,7 @@ def _routes(settings: Settings) -> list[dict[str, Any]]:
                     "name": f"guarded_{index}_{suffix}",
                     "match": {"prefix": guard.prefix, "headers": headers + extra},
                     "route": {**target, **action()},
+                    **(served_by() if extra else {}),
                     "typed_per_filter_config": fail_closed,
                 }
             )
@@ -381,6 +398,7 @@ def _routes(settings: Settings) -> list[dict[str, Any]]:
             "name": "routed",
             "match": {"prefix": "/", "headers": [routed]},
             "route": {"cluster_header": envoy.cluster_header, **action()},
+            **served_by(),
         },
         {
             "name": "default",

@@ -108,6 +108,9 @@ def route_request(headers: Mapping[str, str], body: bytes | None) -> ext_proc.Pr
 
 # The dynamic metadata namespace (and key) the router's own error answers carry.
 METADATA_NAMESPACE = "extproc_router"
+# Envoy adds it to the answer of a request the router routed: the pool whose endpoint answered
+# (it differs from the router's choice after a failover); the router removes it.
+SERVED_BY_HEADER = "x-router-served-by"
 ROUTER_REPLY_KEY = "router_reply"
 
 

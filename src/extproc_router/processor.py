@@ -7,6 +7,7 @@ requests, asks the `Router` for a decision and applies it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -20,6 +21,7 @@ from extproc_router.cache import CachedAnswer, ResponseRecorder, render_answer
 from extproc_router.exceptions import RequestError
 from extproc_router.pipeline import Outcome, Pipeline
 from extproc_router.request import Api, ParsedRequest, encode_body, parse_body
+from extproc_router.spillover import failed_over
 from extproc_router.usage import ResponseMeter, ask_for_usage
 
 __all__ = ["Headers", "LLMProcessor", "PassThrough", "Processor"]
@@ -220,6 +222,12 @@ class LLMProcessor:
     async def on_response_headers(self, headers: Headers) -> ext_proc.ProcessingResponse:
         if self._outcome is None:
             return mutations.continue_response_headers()
+        chosen = self._outcome.decision
+        moved = failed_over(chosen, headers.get(mutations.SERVED_BY_HEADER, ""))
+        if moved is not None:
+            # Answered by the fallback: its name, model, metrics and price from here on.
+            metrics.SPILLOVERS.labels(from_pool=chosen.pool.name, to_pool=moved.pool.name).inc()
+            self._outcome = dataclasses.replace(self._outcome, decision=moved)
         decision = self._outcome.decision
         status = int(headers.get(":status", "0") or 0)
         outcome = "ok" if status < 400 else f"upstream_{status // 100}xx"
@@ -253,12 +261,13 @@ class LLMProcessor:
                 limit=cache.settings.max_response_bytes if cache else _ANSWER_LIMIT,
             )
         usage = self._pipeline.router.settings.telemetry.usage
+        served = (mutations.SERVED_BY_HEADER,)
         if status >= 300 or not (usage or self._recorder):
-            return mutations.continue_response_headers(tags)
+            return mutations.continue_response_headers(tags, remove=served)
         if usage:
             self._meter = ResponseMeter(event_stream=event_stream, strip=self._strip_usage)
         # Removing a chunk changes the length; SSE rarely has one, but then it must go.
-        remove = ("content-length",) if self._strip_usage and event_stream else ()
+        remove = (*served, "content-length") if self._strip_usage and event_stream else served
         # A small JSON answer comes whole in one message; anything else (SSE, or no length, or
         # larger than Envoy would buffer) chunk by chunk.
         length = headers.get("content-length", "")

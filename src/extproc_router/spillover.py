@@ -20,7 +20,14 @@ from extproc_router.pool_load import PoolLoad
 from extproc_router.routing import Decision
 from extproc_router.settings import LoadSettings, PoolSettings
 
-__all__ = ["Spillover", "allowed_pools", "apply_load", "fallback_pool", "ranked"]
+__all__ = [
+    "Spillover",
+    "allowed_pools",
+    "apply_load",
+    "failed_over",
+    "fallback_pool",
+    "ranked",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +115,22 @@ def fallback_pool(
         if (load is None or not load.skipped) and admits(pool):
             return pool
     return None
+
+
+def failed_over(decision: Decision, served_by: str) -> Decision | None:
+    """The decision as it turned out when Envoy failed it over (`served_by`: the pool whose
+    endpoint answered, from the response), else None. Only the named fallback counts."""
+    fallback = decision.fallback
+    if fallback is None or served_by != fallback.name:
+        return None
+    spill = Spillover(decision.pool.name, fallback.name, "envoy_failover")
+    return dataclasses.replace(
+        decision,
+        pool=fallback,
+        fallback=None,
+        reason=f"{decision.reason}; {spill.text()}",
+        spillover=spill,
+    )
 
 
 def _unavailable(

@@ -206,6 +206,15 @@ def test_pii_is_never_spilled_to_a_non_compliant_pool(stack: Stack) -> None:
     assert placed.headers["x-demo-pool"] == "small"
 
 
+def assert_failed_over(response: httpx.Response) -> None:
+    """Answered by medium after small dropped it; the router learnt so from the answer."""
+    assert (response.status_code, response.headers["x-demo-pool"]) == (200, "medium")
+    assert response.json()["choices"][0]["message"]["content"] == SIMPLE
+    assert response.headers["x-router-pool"] == "medium"
+    assert "spillover=small->medium,envoy_failover" in response.headers["x-router-decision"]
+    assert "x-router-served-by" not in response.headers
+
+
 def test_a_killed_pool_s_traffic_goes_to_its_fallback(tmp_path: Path) -> None:
     """Traffic runs through the kill with no client error: a request the pool was answering
     as it died is retried by Envoy on the fallback (medium answers to small's model name), and
@@ -261,8 +270,7 @@ def test_a_killed_pool_s_traffic_goes_to_its_fallback(tmp_path: Path) -> None:
             returned = [client.post(url, json=body) for _ in range(10)]
     finally:
         stack.stop_all()
-    assert (in_flight.status_code, in_flight.headers["x-demo-pool"]) == (200, "medium")
-    assert in_flight.json()["choices"][0]["message"]["content"] == SIMPLE
+    assert_failed_over(in_flight)
     assert [(r.status_code, r.headers.get("x-demo-pool")) for r in returned] == [
         (200, "small")
     ] * 10

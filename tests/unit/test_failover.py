@@ -16,7 +16,7 @@ from extproc_router.pool_load import LoadBoard, PoolLoad
 from extproc_router.request import parse_body
 from extproc_router.routing import Decision
 from extproc_router.settings import Settings, load_settings, override, parse_settings
-from extproc_router.spillover import allowed_pools, fallback_pool
+from extproc_router.spillover import allowed_pools, failed_over, fallback_pool
 from tests.unit.test_settings import example_data
 from tests.unit.test_spillover import (
     PII,
@@ -74,6 +74,18 @@ async def test_the_decision_names_the_failover_cluster_and_says_so() -> None:
     assert chosen.explanation()["fallback"] == "medium"
     named = await run(settings_with(), SIMPLE, model="llama3-8b")
     assert (named.cluster, named.fallback) == ("small", None)  # a named model never moves
+
+
+async def test_an_answer_from_the_fallback_moves_the_decision_there() -> None:
+    chosen = await run(settings_with(), SIMPLE)
+    assert failed_over(chosen, "small") is None  # answered where it was sent
+    assert failed_over(chosen, "") is None  # no header: not routed through our Envoy config
+    assert failed_over(chosen, "large") is None  # not the fallback it named
+    moved = failed_over(chosen, "medium")
+    assert moved is not None
+    assert (moved.pool.name, moved.model, moved.fallback) == ("medium", "gemini-flash", None)
+    assert "spillover=small->medium,envoy_failover" in moved.header()
+    assert moved.explanation()["spillover"] == "spillover: small\u2192medium, envoy_failover"
 
 
 async def test_a_down_fallback_is_not_named() -> None:
@@ -168,3 +180,21 @@ def test_istio_routes_a_failover_cluster_to_its_pool() -> None:
     assert re.match(matches["small"], "small")
     assert not re.match(matches["small"], "smaller")
     assert not re.match(matches["medium"], "small~medium")
+
+
+def test_envoy_tells_the_router_which_pool_answered() -> None:
+    """Each pool endpoint carries its pool's name; the routed routes hand it back on the
+    answer (the default route, which the router did not route, does not)."""
+    small = clusters(SETTINGS)["small"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert small["metadata"] == {"filter_metadata": {"extproc_router": {"pool": "small"}}}
+    added = {route["name"]: route.get("response_headers_to_add", []) for route in routes(SETTINGS)}
+    assert added["routed"] == [
+        {
+            "header": {
+                "key": "x-router-served-by",
+                "value": "%UPSTREAM_METADATA(extproc_router:pool)%",
+            },
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    ]
+    assert added["default"] == []
