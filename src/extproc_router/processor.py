@@ -20,7 +20,7 @@ from extproc_router import metrics, mutations, occupancy, tracing
 from extproc_router.cache import CachedAnswer, ResponseRecorder, render_answer
 from extproc_router.exceptions import RequestError
 from extproc_router.pipeline import Outcome, Pipeline
-from extproc_router.request import Api, ParsedRequest, encode_body, parse_body
+from extproc_router.request import Api, ParsedRequest, encode_body, gather, parse_body
 from extproc_router.spillover import failed_over
 from extproc_router.usage import ResponseMeter, ask_for_usage
 
@@ -155,14 +155,10 @@ class LLMProcessor:
     async def on_request_body(
         self, body: bytes, end_of_stream: bool
     ) -> ext_proc.ProcessingResponse:
-        # In BUFFERED mode Envoy sends the whole body in one message; gather anyway, so a
-        # chunked configuration costs a copy rather than a wrong decision.
-        self._chunks.append(body)
-        if not end_of_stream:
+        raw = gather(self._chunks, body, end_of_stream)
+        if raw is None:
             return mutations.continue_request_body()
         received = time.monotonic()
-        raw = b"".join(self._chunks)
-        self._chunks.clear()
         started = time.perf_counter()
         try:
             with tracing.stage("router.parse"):

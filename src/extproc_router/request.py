@@ -20,6 +20,7 @@ __all__ = [
     "ParsedRequest",
     "api_for_path",
     "encode_body",
+    "gather",
     "parse_body",
 ]
 
@@ -53,6 +54,18 @@ def api_for_path(method: str, path: str) -> Api | None:
     if method != "POST":
         return None
     return API_PATHS.get(path.split("?", 1)[0].rstrip("/") or "/")
+
+
+def gather(chunks: list[bytes], body: bytes, end_of_stream: bool) -> bytes | None:
+    """The whole body once its last chunk has come (None before it). In BUFFERED mode Envoy
+    sends the body in one message; gathering anyway makes a chunked configuration cost a copy
+    rather than a wrong decision."""
+    chunks.append(body)
+    if not end_of_stream:
+        return None
+    whole = b"".join(chunks)
+    chunks.clear()
+    return whole
 
 
 def parse_body(api: Api, raw: bytes) -> ParsedRequest:

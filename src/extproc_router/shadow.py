@@ -31,7 +31,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 
 from extproc_router import mutations
 from extproc_router.cache import CachedAnswer, ResponseRecorder
-from extproc_router.request import encode_body
+from extproc_router.request import encode_body, gather
 from extproc_router.settings import PoolSettings, ShadowSettings
 from extproc_router.usage import ask_for_usage
 
@@ -189,10 +189,10 @@ class ShadowProcessor:
     async def on_request_body(
         self, body: bytes, end_of_stream: bool
     ) -> ext_proc.ProcessingResponse:
-        self._chunks.append(body)
-        if not end_of_stream:
+        raw = gather(self._chunks, body, end_of_stream)
+        if raw is None:
             return mutations.continue_request_body()
-        data = json.loads(b"".join(self._chunks))
+        data = json.loads(raw)
         pool = self._shadow.pool
         data["model"] = pool.model
         ask_for_usage(data)  # the shadow's tokens are counted even when the client's were not

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from extproc_router.exceptions import RequestError
-from extproc_router.request import api_for_path, encode_body, parse_body
+from extproc_router.request import api_for_path, encode_body, gather, parse_body
 
 
 @pytest.mark.parametrize(
@@ -129,3 +129,11 @@ def test_context_is_the_bounded_tail_of_earlier_turns() -> None:
     assert len(parsed.context) <= 4000
     assert parsed.context.endswith("answer 1999")
     assert "be brief" not in parsed.context
+
+
+def test_a_body_in_chunks_is_gathered_whole() -> None:
+    chunks: list[bytes] = []
+    assert gather(chunks, b'{"model": ', False) is None
+    assert gather(chunks, b'"auto"}', True) == b'{"model": "auto"}'
+    assert chunks == []  # ready for nothing else to leak into the next body
+    assert gather(chunks, b"{}", True) == b"{}"
