@@ -68,12 +68,13 @@ def _host_port(endpoint: str) -> tuple[str, int]:
 
 
 def _load_assignment(
-    name: str, endpoints: list[tuple[str, int]], pool: str | None = None
+    name: str, endpoints: list[tuple[str, int]], *, pool: bool = False
 ) -> dict[str, Any]:
-    """`pool`: each endpoint carries the pool's name as metadata, which Envoy hands back on the
-    response (`SERVED_BY_HEADER`): after a failover the router learns which pool answered."""
+    """`pool`: each endpoint carries the (pool) cluster's name as metadata, which Envoy hands
+    back on the response (`SERVED_BY_HEADER`): after a failover the router learns which pool
+    answered."""
     metadata = (
-        {"metadata": {"filter_metadata": {METADATA_NAMESPACE: {"pool": pool}}}} if pool else {}
+        {"metadata": {"filter_metadata": {METADATA_NAMESPACE: {"pool": name}}}} if pool else {}
     )
     return {
         "cluster_name": name,
@@ -122,7 +123,7 @@ def _pool_cluster(pool: PoolSettings, settings: Settings) -> dict[str, Any]:
             "base_ejection_time": _seconds(outlier.base_ejection_ms),
             "max_ejection_percent": outlier.max_ejection_percent,
         },
-        "load_assignment": _load_assignment(pool.name, endpoints, pool.name),
+        "load_assignment": _load_assignment(pool.name, endpoints, pool=True),
     }
 
 

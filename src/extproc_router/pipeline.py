@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from extproc_router.cache import Lookup, SemanticCache
 from extproc_router.encoder import Embeddings
 from extproc_router.exceptions import RequestError
 from extproc_router.failures import guard_async
-from extproc_router.pool_load import LoadBoard
+from extproc_router.pool_load import LoadBoard, PoolLoad
 from extproc_router.request import ParsedRequest
 from extproc_router.routing import Decision, Router
 from extproc_router.safety.gate import JailbreakVerdict, PIIVerdict, Safety, same_pii_policy
@@ -162,9 +162,11 @@ class Pipeline:
             if decision.method == "safety"
             else allowed_pools(decision, settings.pools)
         )
-        decision = self._balance(decision, candidates, audit)
-        decision, pii, redacted = await self._pii(request, decision, audit, deadline)
-        decision = self._with_fallback(decision, pii)
+        # One snapshot of the pools' load per request: spillover and fallback agree on it.
+        view = self._load_view()
+        decision = self._balance(decision, candidates, audit, view)
+        decision, pii, redacted = await self._pii(request, decision, audit, deadline, view=view)
+        decision = self._with_fallback(decision, pii, view)
         cached = None
         if self.cache is not None and not dry_run:
             cached = await self.cache.lookup(
@@ -183,6 +185,8 @@ class Pipeline:
         decision: Decision,
         audit: Callable[..., None],
         deadline: float,
+        *,
+        view: Mapping[str, PoolLoad] | None,
     ) -> tuple[Decision, PIIVerdict, bool]:
         """The PII policy for the pool chosen: redact in place, move to a compliant pool, or
         refuse."""
@@ -218,7 +222,7 @@ class Pipeline:
             )
         if pii.action == "route":
             decision, pii, redacted = self._route_to_compliant(
-                request, decision, pii, deadline, audit
+                request, decision, pii, deadline, audit, view=view
             )
             if pii.action == "block":
                 audit("blocked_pii", decision=decision, pii=pii)
@@ -236,6 +240,8 @@ class Pipeline:
         pii: PIIVerdict,
         deadline: float,
         audit: Callable[..., None],
+        *,
+        view: Mapping[str, PoolLoad] | None,
     ) -> tuple[Decision, PIIVerdict, bool]:
         """The best-scoring compliant pool (the vote's order, else config order); with
         load-aware routing, the best of those with room — never a non-compliant one."""
@@ -249,25 +255,37 @@ class Pipeline:
             decision, pool=compliant[0], method="pii", reason=reason, spillover=None
         )
         candidates = [p for p in allowed_pools(decision, pools) if p.compliant]
-        decision = self._balance(decision, candidates, audit)
+        decision = self._balance(decision, candidates, audit, view)
         verdict, redacted = self.safety.pii(request.body, decision.pool.name, True, deadline)
         return decision, verdict, redacted
 
+    def _load_view(self) -> dict[str, PoolLoad] | None:
+        """Every pool's load now; None when load-aware routing is off."""
+        settings = self.router.settings
+        if self.load is None or not settings.load.enabled:
+            return None
+        return self.load.view(settings)
+
     def _balance(
-        self, decision: Decision, candidates: list[PoolSettings], audit: Callable[..., None]
+        self,
+        decision: Decision,
+        candidates: list[PoolSettings],
+        audit: Callable[..., None],
+        view: Mapping[str, PoolLoad] | None,
     ) -> Decision:
         """Load-aware routing among `candidates` (the pools this request may go to). A named
         model is never moved; nothing allowed with room left is a 503 with retry-after."""
-        settings = self.router.settings
-        if self.load is None or not settings.load.enabled or decision.method == "model":
+        if view is None or decision.method == "model":
             return decision
         try:
-            return apply_load(decision, candidates, self.load.view(settings), settings.load)
+            return apply_load(decision, candidates, view, self.router.settings.load)
         except RequestError:
             audit("pools_unavailable", decision=decision)
             raise
 
-    def _with_fallback(self, decision: Decision, pii: PIIVerdict) -> Decision:
+    def _with_fallback(
+        self, decision: Decision, pii: PIIVerdict, view: Mapping[str, PoolLoad] | None
+    ) -> Decision:
         """Names the pool Envoy fails over to, among those this request may go to: none for
         a named model or the hardened pool, only compliant ones for PII the policy routed."""
         settings = self.router.settings
@@ -277,13 +295,12 @@ class Pipeline:
         # PII the policy routes (here, or to a pool that was compliant already).
         if decision.method == "pii" or "route" in pii.by_action:
             candidates = [p for p in candidates if p.compliant]
-        view = self.load.view(settings) if self.load is not None and settings.load.enabled else {}
         kinds = list(pii.counts)
 
         def admits(pool: PoolSettings) -> bool:
             return same_pii_policy(settings.safety.pii, kinds, decision.pool.name, pool.name)
 
-        fallback = fallback_pool(decision, candidates, view, admits)
+        fallback = fallback_pool(decision, candidates, view or {}, admits)
         return dataclasses.replace(decision, fallback=fallback) if fallback else decision
 
 

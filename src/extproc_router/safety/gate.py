@@ -150,14 +150,14 @@ class Safety:
             _, texts, screen = last  # what `jailbreak_screen` just read and scored
             if self._last_screened is last:
                 self._last_screened = None  # not holding on to a large body
+        elif screened:
+            texts = self._scanned_texts(request)
+            screen = self._screen_score(texts)
         else:
-            if screened:
-                texts = self._scanned_texts(request)
-            else:
-                texts, found = self._patterns_in(request)
-                if found is not None:
-                    return found
-            screen = self._screen.score(texts, None) if self._screen is not None else None
+            texts, found = self._patterns_in(request)
+            if found is not None:
+                return found
+            screen = self._screen_score(texts)
         windows = self._model_windows(texts) if self._model is not None else []
         if self._model is None or not windows:
             return self._verdict(screen or 0.0, started)
@@ -181,6 +181,9 @@ class Safety:
             self._last_screened = (request, texts, score)
             return None
         return self._verdict(score, started)
+
+    def _screen_score(self, texts: list[str]) -> float | None:
+        return self._screen.score(texts, None) if self._screen is not None else None
 
     def _model_windows(self, texts: list[str]) -> list[str]:
         """The windows the transformer reads (`model_window_chars` each): the start of the

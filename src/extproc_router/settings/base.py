@@ -17,7 +17,6 @@ from pydantic import (
 __all__ = [
     "DOMAINS",
     "ENDPOINT",
-    "HEADER_NAME",
     "PREFERENCES",
     "SIGNALS",
     "TIERS",
@@ -29,11 +28,12 @@ __all__ = [
     "Tier",
     "Unit",
     "check_regexes",
+    "header_name",
     "host_ports",
 ]
 
 
-HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 ENDPOINT = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
@@ -49,6 +49,13 @@ def check_regexes(patterns: Iterable[tuple[object, str]], key: str) -> None:
             raise ValueError(
                 f"{key}.{name}: {pattern!r} is not a regular expression: {error}"
             ) from None
+
+
+def header_name(value: str, example: str) -> str:
+    """`value` if it is a lowercase HTTP header name (Envoy matches header names lowercased)."""
+    if not _HEADER_NAME.match(value):
+        raise ValueError(f"must be a lowercase HTTP header name, e.g. {example}")
+    return value
 
 
 def host_ports(endpoints: tuple[str, ...]) -> tuple[str, ...]:

@@ -13,9 +13,9 @@ from pydantic import (
 )
 
 from extproc_router.settings.base import (
-    HEADER_NAME,
     Frozen,
     Port,
+    header_name,
     host_ports,
 )
 
@@ -95,9 +95,7 @@ class GuardedRoute(Frozen):
     @field_validator("header")
     @classmethod
     def _lowercase_header(cls, value: str | None) -> str | None:
-        if value is not None and not HEADER_NAME.match(value):
-            raise ValueError("must be a lowercase HTTP header name, e.g. x-tenant")
-        return value
+        return value if value is None else header_name(value, "x-tenant")
 
 
 OnError = Literal["allow", "block"]
@@ -182,9 +180,7 @@ class EnvoySettings(Frozen):
     @field_validator("cluster_header")
     @classmethod
     def _lowercase_header(cls, value: str) -> str:
-        if not HEADER_NAME.match(value):
-            raise ValueError("must be a lowercase HTTP header name, e.g. x-router-cluster")
-        return value
+        return header_name(value, "x-router-cluster")
 
     @field_validator("router_endpoints")
     @classmethod

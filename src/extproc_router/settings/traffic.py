@@ -13,11 +13,11 @@ from pydantic import (
 
 from extproc_router.settings.base import (
     ENDPOINT,
-    HEADER_NAME,
     Frozen,
     ModelName,
     Name,
     Unit,
+    header_name,
 )
 from extproc_router.settings.envoy import (
     ListenAddress,
@@ -193,6 +193,4 @@ class ExperimentSettings(Frozen):
     @field_validator("sticky_header")
     @classmethod
     def _lowercase_header(cls, value: str) -> str:
-        if not HEADER_NAME.match(value):
-            raise ValueError("must be a lowercase HTTP header name, e.g. x-user-id")
-        return value
+        return header_name(value, "x-user-id")
