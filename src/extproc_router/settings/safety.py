@@ -43,9 +43,10 @@ class JailbreakSettings(Frozen):
     route_pool: Name | None = None
     flag_threshold: Unit = 0.5
     # Every request is scored first by the n-gram screen (character n-grams, microseconds);
-    # below this it is benign and the transformer is not run. 0.5: 98.6% of everyday held-out
-    # prompts score below it; at 0.4 (97.4%) the development split gained 1-2 points of
-    # recall, for a transformer run on twice as many everyday requests.
+    # below this it is benign and the transformer is not run. 0.5: 98.2% of everyday held-out
+    # prompts score below it; at 0.4 (96.0%) the development split gained ~3 points of recall
+    # at ~1 point more false positives, for a transformer run on twice as many everyday
+    # requests (2026-12-03).
     screen_threshold: Unit = 0.5
     # The fine-tuned transformer reads this many characters per window (~128 tokens of
     # English), at most `model_windows` windows a request: the start of the newest message,
