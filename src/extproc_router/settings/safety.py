@@ -37,7 +37,9 @@ class JailbreakSettings(Frozen):
     # log-odds of the screen and the fine-tuned transformer (both must find it suspicious). The
     # highest threshold the score reaches decides: block (400, nothing forwarded), route, or
     # flag. 0.8: the lowest that kept false positives at or under 3% on the hard benign
-    # prompts of the development split (docs/EVALUATION.md).
+    # prompts of the development split (docs/EVALUATION.md) when chosen. Since the 2026-12-03
+    # retrain 0.7 does too (dev 82.2% recall at 1.7% vs 81.7% at 1.7%); left at 0.8 until the
+    # spread between fine-tuning seeds is measured.
     block_threshold: Unit = 0.8
     route_threshold: Unit | None = None
     route_pool: Name | None = None
