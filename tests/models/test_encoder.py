@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extproc_router.encoder import Encoder
+from extproc_router.encoder import Encoder, length_groups
 from extproc_router.exceptions import ModelError
 from extproc_router.heads import LinearHead
 from extproc_router.models import Models
@@ -39,6 +39,26 @@ def test_embeddings_are_unit_vectors_and_batching_changes_little(
         assert float(fp32.embed([text])[0] @ row) > 0.9999
     similarity = batch @ batch.T
     assert similarity[0, 1] < 0.5  # unrelated prompts are not near each other
+
+
+def test_texts_of_different_lengths_come_back_in_order(settings: Settings) -> None:
+    # Long and short texts run in separate groups; each row must still be its own text's.
+    fp32 = Encoder(settings.model.path, variant="fp32", threads=1)
+    texts = ["hi", TEXTS[3] * 3, "thanks", TEXTS[1], "ok", TEXTS[2] * 2]
+    batch = fp32.embed(texts)
+    for row, text in zip(batch, texts, strict=True):
+        assert float(fp32.embed([text])[0] @ row) > 0.9999
+
+
+def test_length_groups_bound_padding() -> None:
+    lengths = [40, 3, 4, 12, 3, 41, 13, 90, 5]
+    groups = length_groups(lengths)
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+    for group in groups:
+        padded = len(group) * max(lengths[i] for i in group)
+        assert padded <= 1.25 * sum(lengths[i] for i in group)
+    assert len(groups) < len(lengths)  # similar lengths still share a run
+    assert length_groups([7] * 16) == [list(range(16))]
 
 
 def test_int8_stays_close_to_fp32(settings: Settings) -> None:

@@ -40,6 +40,9 @@ class JailbreakModel:
         """Probability of an attack for each text, read up to `max_tokens`."""
         if not texts:
             return np.zeros(0, dtype=np.float32)
-        logits, _ = run_bert(self._tokenizer, self._sessions, texts, self.max_tokens)
-        probabilities: npt.NDArray[np.float32] = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-        return probabilities
+        return run_bert(self._tokenizer, self._sessions, texts, self.max_tokens, _sigmoid)
+
+
+def _sigmoid(logits: npt.NDArray[np.float32], _: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+    probabilities: npt.NDArray[np.float32] = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    return probabilities
