@@ -36,20 +36,20 @@ class JailbreakSettings(Frozen):
     # Pattern matches score 1.0; otherwise text the n-gram screen is unsure of scores the mean
     # log-odds of the screen and the fine-tuned transformer (both must find it suspicious). The
     # highest threshold the score reaches decides: block (400, nothing forwarded), route, or
-    # flag. 0.8: the lowest that kept false positives at or under 3% on the hard benign
-    # prompts of the development split (docs/EVALUATION.md) when chosen. Since the 2026-12-03
-    # retrain 0.7 does too (dev 82.2% recall at 1.7% vs 81.7% at 1.7%); left at 0.8 until the
-    # spread between fine-tuning seeds is measured.
+    # flag. 0.8 with the screen at 0.4, measured on the development split with two
+    # fine-tuning seeds, which agreed (2026-12-03): recall 88.5% / 87.5% at 2.1% false
+    # positives on its hard benign prompts. 0.7 gave 89.4% / 88.9% at 2.6%, but blocked 3 of
+    # 52 of this repository's own files sent whole (0.8: 1); docs/EVALUATION.md.
     block_threshold: Unit = 0.8
     route_threshold: Unit | None = None
     route_pool: Name | None = None
     flag_threshold: Unit = 0.5
     # Every request is scored first by the n-gram screen (character n-grams, microseconds);
-    # below this it is benign and the transformer is not run. 0.5: 98.2% of everyday held-out
-    # prompts score below it; at 0.4 (96.0%) the development split gained ~3 points of recall
-    # at ~1 point more false positives, for a transformer run on twice as many everyday
-    # requests (2026-12-03).
-    screen_threshold: Unit = 0.5
+    # below this it is benign and the transformer is not run. 0.4: 97.9% of the everyday
+    # routing prompts (data/domain) score below it (99.3% below 0.5); on the development split
+    # it gained ~3 points of recall over 0.5 at <= 1 point more false positives, for both
+    # fine-tuning seeds (2026-12-03).
+    screen_threshold: Unit = 0.4
     # The fine-tuned transformer reads this many characters per window (~128 tokens of
     # English), at most `model_windows` windows a request: the start of the newest message,
     # and the windows the n-gram screen scores at or above `screen_threshold`, most suspicious
