@@ -158,7 +158,7 @@ def extproc_cluster(settings: Settings) -> dict[str, Any]:
         ("127.0.0.1" if grpc.host in ("0.0.0.0", "") else grpc.host, grpc.port)
     ]
     extproc = _http2_cluster(EXTPROC_CLUSTER, routers, settings)
-    interval = f"{settings.envoy.health_check_interval_ms / 1000:g}s"
+    interval = seconds(settings.envoy.health_check_interval_ms)
     # A draining router answers NOT_SERVING: the next check takes it out of rotation while
     # its open streams finish, so a rolling restart loses nothing.
     extproc["health_checks"] = [

@@ -159,11 +159,11 @@ def ext_proc_filter(settings: Settings) -> dict[str, Any]:
             "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": {
                 "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
-                "timeout": f"{timeout_ms / 1000:g}s",
+                "timeout": seconds(timeout_ms),
             },
             "failure_mode_allow": envoy.failure_mode_allow,
             "status_on_error": {"code": envoy.status_on_error},
-            "message_timeout": f"{timeout_ms / 1000:g}s",
+            "message_timeout": seconds(timeout_ms),
             # The router asks for a response's body (to read its token usage) per response,
             # streamed chunk by chunk, only for requests it routed.
             "allow_mode_override": True,

@@ -38,8 +38,9 @@ class JailbreakSettings(Frozen):
     # highest threshold the score reaches decides: block (400, nothing forwarded), route, or
     # flag. 0.8: on the development split, with two fine-tuning seeds that agreed
     # (2026-12-03), recall 85.6% / 85.6% at 1.7% / 2.1% false positives on its hard benign
-    # prompts; 0.7 gained ~1 point of recall for ~0.5 more false positives, and blocked 3 of 52
-    # of this repository's own files sent whole (0.8: 1); docs/EVALUATION.md.
+    # prompts; 0.7 gained ~1 point of recall for ~0.5 more false positives and, measured with
+    # the screen at 0.4, blocked 3 of 52 of this repository's own files sent whole (0.8: 1);
+    # docs/EVALUATION.md.
     block_threshold: Unit = 0.8
     route_threshold: Unit | None = None
     route_pool: Name | None = None
