@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from extproc_router import __version__
+from extproc_router import __version__, cli_offline
 from extproc_router.exceptions import ConfigError, ModelError
 from extproc_router.logs import configure_logging
 from extproc_router.settings import Settings, load_settings, override
@@ -82,13 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--model", default="", help="the requested model (default: auto)")
     classify.add_argument("--json", action="store_true", help="print the full explanation")
 
-    _add_replay(commands)
-    report = commands.add_parser(
-        "shadow-report", help="compare the primary and shadow answers of mirrored requests"
-    )
-    _add_config(report)
-    report.add_argument("log", type=Path, help="the shadow log (shadow.log_path)")
-    report.add_argument("--json", action="store_true", help="print the summary as JSON")
+    cli_offline.add_commands(commands, _add_config)
 
     health = commands.add_parser(
         "health", help="ask a router's gRPC health service (exit 0 when SERVING)"
@@ -126,95 +120,6 @@ def _parser() -> argparse.ArgumentParser:
         if name == "eval":
             command.add_argument("--output", "-o", type=Path, default=Path("docs/EVALUATION.md"))
     return parser
-
-
-def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    replay = commands.add_parser(
-        "replay", help="decide a log of requests (no forwarding) and total what it would cost"
-    )
-    _add_config(replay)
-    replay.add_argument("traffic", type=Path, help="JSONL: request bodies or audit log lines")
-    replay.add_argument("--json", action="store_true", help="print the report as JSON")
-    replay.add_argument("--plot", type=Path, help="also write a PNG: cost by pool, vs baseline")
-    replay.add_argument(
-        "--scale-to",
-        type=float,
-        help="the request volume the log stands for (e.g. a month's); costs scale with it",
-    )
-    replay.add_argument(
-        "--input-tokens",
-        type=int,
-        default=500,
-        help="input tokens of a line with neither usage nor text (default 500)",
-    )
-    replay.add_argument(
-        "--output-tokens",
-        type=int,
-        default=256,
-        help="output tokens of a line without usage (default 256)",
-    )
-    replay.add_argument(
-        "--no-models",
-        action="store_true",
-        help="decide without the encoder: keyword and complexity signals only",
-    )
-
-
-def _replay(settings: Settings, args: argparse.Namespace) -> int:
-    from extproc_router.live import LiveConfig
-    from extproc_router.replay import TrafficError, format_table, load_traffic, replay
-
-    try:
-        records = load_traffic(args.traffic)
-    except TrafficError as error:
-        print(f"extproc-router replay: {error}", file=sys.stderr)
-        return 2
-    scale = args.scale_to / len(records) if args.scale_to else 1.0
-
-    async def run() -> int:
-        live = (
-            LiveConfig(settings, None, None)
-            if args.no_models
-            else await LiveConfig.start(settings, None)
-        )
-        try:
-            report = await replay(
-                records,
-                live.pipeline,
-                source=str(args.traffic),
-                scale=scale,
-                input_tokens=args.input_tokens,
-                output_tokens=args.output_tokens,
-            )
-        except TrafficError as error:
-            print(f"extproc-router replay: {error}", file=sys.stderr)
-            return 2
-        sys.stdout.write(
-            json.dumps(report.as_dict(), indent=2) + "\n" if args.json else format_table(report)
-        )
-        if args.plot is not None:
-            from extproc_router.replay_plot import plot_report
-
-            plot_report(report, args.plot)
-            print(f"wrote {args.plot}", file=sys.stderr)
-        return 0
-
-    return asyncio.run(run())
-
-
-def _shadow_report(settings: Settings, args: argparse.Namespace) -> int:
-    from extproc_router.shadow_report import format_report, load_report
-
-    try:
-        routes = load_report(args.log, settings)
-    except (OSError, ValueError, KeyError) as error:
-        print(f"extproc-router shadow-report: {args.log}: {error}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps([route.as_dict() for route in routes], indent=2))
-    else:
-        sys.stdout.write(format_report(routes, str(args.log)))
-    return 0
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -459,8 +364,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         "train": _train,
         "train-jailbreak": _train_jailbreak,
         "eval": _eval,
-        "replay": _replay,
-        "shadow-report": _shadow_report,
+        "replay": cli_offline.replay,
+        "shadow-report": cli_offline.shadow_report,
     }
     try:
         return handlers[args.command](settings, args)
