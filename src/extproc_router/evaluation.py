@@ -31,6 +31,7 @@ from extproc_router.train import (
     fit_heads,
     fit_static,
     load_examples,
+    shared_runs,
     static_models,
 )
 
@@ -330,6 +331,13 @@ def _safety_report(settings: Settings, models: Models, data: Path) -> list[str]:
         f"{len(independent)} prompts written independently (never used for training or "
         "tuning; data/jailbreak_heldout)",
     )
+    training = [e.text for e in load_examples(data / "jailbreak") if e.split == "train"]
+    copied = shared_runs(training, [e.text for e in test + independent])
+    lines += [
+        f"Training prompts sharing a 30-character run (case and punctuation folded) with any "
+        f"prompt of either set above: {len(copied)} of {len(training)}.",
+        "",
+    ]
     lines += _documents_lines(settings, models, data.parent)
     scanner = PIIScanner(settings.safety.pii.types)
     found: dict[str, Counter[str]] = {k: Counter() for k in ("tp", "fn", "fp")}

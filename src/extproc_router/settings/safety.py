@@ -36,22 +36,22 @@ class JailbreakSettings(Frozen):
     # Pattern matches score 1.0; otherwise text the n-gram screen is unsure of scores the mean
     # log-odds of the screen and the fine-tuned transformer (both must find it suspicious). The
     # highest threshold the score reaches decides: block (400, nothing forwarded), route, or
-    # flag. 0.8: on the development split, with two fine-tuning seeds that agreed
-    # (2026-12-03), recall 85.6% / 85.6% at 1.7% / 2.1% false positives on its hard benign
-    # prompts; 0.7 gained ~1 point of recall for ~0.5 more false positives and, measured with
-    # the screen at 0.4, blocked 3 of 52 of this repository's own files sent whole (0.8: 1);
-    # docs/EVALUATION.md.
+    # flag. 0.8: on the development split as the router runs it, 83.7% recall at 2.1% false
+    # positives on its hard benign prompts; 0.7 gained ~1 point of recall at the same false
+    # positives, 0.9 lost ~1.5. Measured 2026-12-03 with training data that shares no
+    # 30-character run with any evaluation prompt (before, ~240 near-copies flattered it: the
+    # older data gave 85.6% at 1.7% with them, 84.6% at 2.6% without); docs/EVALUATION.md.
     block_threshold: Unit = 0.8
     route_threshold: Unit | None = None
     route_pool: Name | None = None
     flag_threshold: Unit = 0.5
     # Every request is scored first by the n-gram screen (character n-grams, microseconds);
-    # below this it is benign and the transformer is not run. 0.5: 99.3% of the everyday
-    # routing prompts (data/domain) score below it. 0.4 (97.9% below) gained ~3 points of
-    # recall on the development split for both fine-tuning seeds (88.5% / 87.5% at 2.1%), but
-    # also sent the bench mix's 3,000-character prompt (screen 0.40) to the transformer: 24 ms
-    # of CPU more for it, and mixed traffic at concurrency 32 fell from ~400 to ~270 req/s
-    # (2026-12-03). Long pasted text is what the screen is least sure of and what costs most.
+    # below this it is benign and the transformer is not run. 0.5: 99.0% of the everyday
+    # routing prompts (data/domain) score below it. 0.4 (97.4% below) gains ~3 points of
+    # recall on the development split (86.5% at 2.6%), but also sends the bench mix's
+    # 3,000-character prompt (screen 0.42) to the transformer: 24 ms of CPU more for it, and
+    # mixed traffic at concurrency 32 fell from ~400 to ~270 req/s (2026-12-03). Long pasted
+    # text is what the screen is least sure of and what costs most.
     screen_threshold: Unit = 0.5
     # The fine-tuned transformer reads this many characters per window (~128 tokens of
     # English), at most `model_windows` windows a request: the start of the newest message,
