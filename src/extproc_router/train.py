@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,17 +76,19 @@ def shared_runs(
     inside a longer prompt, a shared run does not."""
     runs: dict[str, str] = {}
     for text in held_out:
-        folded = _NOT_WORD.sub(" ", text.lower())
-        for start in range(len(folded) - length + 1):
-            runs.setdefault(folded[start : start + length], text)
+        for run in _runs(text, length):
+            runs.setdefault(run, text)
     pairs = []
     for text in train:
-        folded = _NOT_WORD.sub(" ", text.lower())
-        for start in range(len(folded) - length + 1):
-            if (match := runs.get(folded[start : start + length])) is not None:
-                pairs.append((text, match))
-                break
+        match = next((runs[run] for run in _runs(text, length) if run in runs), None)
+        if match is not None:
+            pairs.append((text, match))
     return pairs
+
+
+def _runs(text: str, length: int) -> Iterator[str]:
+    folded = _NOT_WORD.sub(" ", text.lower())
+    return (folded[start : start + length] for start in range(len(folded) - length + 1))
 
 
 def _fit(encoder: TextEncoder, ident: str, examples: list[Example]) -> LinearHead:
