@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from bench.harness import full_settings
+from bench.openloop import open_loop
 from extproc_router.pool_load import parse_metrics
 from extproc_router.settings import Settings, override
 from extproc_router.stack import Stack, start_stack
@@ -95,39 +96,29 @@ class BurstRun:
         )
 
 
-async def _one(
-    client: httpx.AsyncClient, url: str, question: str, prices: dict[str, tuple[float, float]]
-) -> Reply:
-    started = time.monotonic()
-    body = {"model": "auto", "messages": [{"role": "user", "content": question}]}
-    try:
-        response = await client.post(url + "/v1/chat/completions", json=body)
-    except httpx.HTTPError:
-        return Reply(time.monotonic() - started, 0, "", 0.0)
-    seconds = time.monotonic() - started
-    pool = response.headers.get("x-demo-pool", "")
-    cost = 0.0
-    if response.status_code == 200:
-        usage = response.json()["usage"]
-        price_in, price_out = prices.get(pool, (0.0, 0.0))
-        cost = (usage["prompt_tokens"] * price_in + usage["completion_tokens"] * price_out) / 1000
-    return Reply(seconds, response.status_code, pool, cost)
-
-
 async def _burst(url: str, rate: float, seconds: float, settings: Settings) -> list[Reply]:
-    """Open loop: requests leave on schedule whatever the earlier ones are doing."""
     prices = {p.name: (p.price.input_per_1k, p.price.output_per_1k) for p in settings.pools}
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        started = time.monotonic()
-        tasks = []
-        for index in range(int(rate * seconds)):
-            delay = started + index / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+
+        async def one(index: int, due: float) -> Reply:
             question = QUESTIONS[index % len(QUESTIONS)]
-            tasks.append(asyncio.create_task(_one(client, url, question, prices)))
-        return list(await asyncio.gather(*tasks))
+            body = {"model": "auto", "messages": [{"role": "user", "content": question}]}
+            try:
+                response = await client.post(url + "/v1/chat/completions", json=body)
+            except httpx.HTTPError:
+                return Reply(time.monotonic() - due, 0, "", 0.0)
+            seconds = time.monotonic() - due
+            pool = response.headers.get("x-demo-pool", "")
+            cost = 0.0
+            if response.status_code == 200:
+                usage = response.json()["usage"]
+                price_in, price_out = prices.get(pool, (0.0, 0.0))
+                tokens = usage["prompt_tokens"] * price_in + usage["completion_tokens"] * price_out
+                cost = tokens / 1000
+            return Reply(seconds, response.status_code, pool, cost)
+
+        return await open_loop(one, rate, seconds)
 
 
 def _drain(settings: Settings, timeout: float = 60) -> None:

@@ -87,6 +87,12 @@ def nothing_settings(full: Settings) -> Settings:
     )
 
 
+def transformer_settings(full: Settings) -> Settings:
+    """The full router with the cascade off: every routed request runs the transformer, so
+    its cost shows even for prompts the static stage would decide."""
+    return _ports(override(full, {"model.cascade_confidence": None}))
+
+
 def _wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -123,12 +129,14 @@ def _direct_envoy(settings: Settings, workdir: Path) -> tuple[subprocess.Popen[b
 class Bench:
     full: Stack
     nothing: Stack
+    transformer: Stack
     direct: subprocess.Popen[bytes]
     urls: dict[str, str]
 
     def stop(self) -> None:
         self.direct.terminate()
         self.direct.wait()
+        self.transformer.stop_all()
         self.nothing.stop_all()
         self.full.stop_all()
 
@@ -136,16 +144,16 @@ class Bench:
 def start_bench(workdir: Path) -> Bench:
     settings = full_settings()
     full = start_stack(settings, workdir / "full", log_to_files=True)
-    nothing = start_stack(
-        nothing_settings(settings),
-        workdir / "nothing",
-        log_to_files=True,
-        components=("router", "envoy"),
-    )
+    # In front of the full stack's pools: a router and an Envoy each.
+    others = {
+        name: start_stack(
+            variant(settings), workdir / name, log_to_files=True, components=("router", "envoy")
+        )
+        for name, variant in (("nothing", nothing_settings), ("transformer", transformer_settings))
+    }
     direct, direct_url = _direct_envoy(settings, workdir)
-    return Bench(
-        full, nothing, direct, {"direct": direct_url, "nothing": nothing.url, "full": full.url}
-    )
+    urls = {"direct": direct_url, "full": full.url, **{n: s.url for n, s in others.items()}}
+    return Bench(full, others["nothing"], others["transformer"], direct, urls)
 
 
 def wrk_script(path: Path, bodies: list[dict[str, Any]]) -> Path:

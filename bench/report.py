@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.harness import Result
 
-__all__ = ["Table", "plot", "report"]
+__all__ = ["Table", "plot", "report", "transformer_lines"]
 
 # (case, target, concurrency) -> median result; targets: direct, nothing, full.
 Table = dict[tuple[str, str, int], Result]
@@ -68,7 +68,7 @@ def report(
         f"- Command: `{command}`",
         f"- Machine: {_machine()}; wrk, Envoy, router and pools share these cores, as in a pod.",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- Each cell: median of {repeats} runs of {seconds} s; the three targets alternate.",
+        f"- Each cell: median of {repeats} runs of {seconds} s; the targets alternate.",
         "",
         "Latencies in ms (p50 / p99). *Added* = target minus `direct` for the same prompts.",
         "",
@@ -90,6 +90,40 @@ def report(
         "",
     ]
     return "\n".join(lines)
+
+
+def transformer_lines(table: Table, cases: list[str], concurrencies: list[int]) -> list[str]:
+    """The cases also run with the cascade off, beside the full router's figures."""
+    rows = []
+    for case in cases:
+        for concurrency in concurrencies:
+            cascade_off = table.get((case, "transformer", concurrency))
+            if cascade_off is None:
+                continue
+            direct = table[case, "direct", concurrency]
+            full = table[case, "full", concurrency]
+            nothing = table[case, "nothing", concurrency]
+            rows.append(
+                f"| {case} | {concurrency} | {full.p50_ms - direct.p50_ms:+.2f} / "
+                f"{full.p99_ms - direct.p99_ms:+.2f} | {cascade_off.p50_ms - direct.p50_ms:+.2f} / "
+                f"{cascade_off.p99_ms - direct.p99_ms:+.2f} | {full.rps:.0f} | "
+                f"{cascade_off.rps:.0f} | {cascade_off.rps / nothing.rps:.2f} | "
+                f"{cascade_off.errors} |"
+            )
+    if not rows:
+        return []
+    return [
+        "The same requests to a router with the cascade off (`model.cascade_confidence: null`): "
+        "the transformer embeds every routed prompt, where the static stage would decide some "
+        "(~150 tokens: the shipped cascade decides it without the transformer). Added ms, p50 / "
+        "p99, in the same run.",
+        "",
+        "| case | conc. | full added | cascade off added | full req/s | cascade off req/s "
+        "| cascade off/nothing | errors |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def plot(table: Table, cases: list[str], concurrencies: list[int], path: Path) -> None:

@@ -4,8 +4,9 @@ Three Envoys in front of one set of demo pools: no ext_proc (`direct`, the floor
 ext_proc (our server with every stage off: the gRPC floor), and the full router. wrk drives each
 with the same requests at each concurrency, the three alternating, several times; the report
 gives medians, what the router adds over `direct`, and ratios against both floors, and writes
-docs/BENCHMARKS.md with a plot. Then a burst beyond the small pool's capacity, with load-aware
-routing off and on (bench/burst.py).
+docs/BENCHMARKS.md with a plot. Then the mixed traffic open loop, at shares of the do-nothing
+router's requests/s (bench/sustained.py), and a burst beyond the small pool's capacity, with
+load-aware routing off and on (bench/burst.py).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from pathlib import Path
 from bench.burst import burst_lines, measure_burst
 from bench.harness import Result, median, rss_mb, start_bench, wrk, wrk_script
 from bench.prompts import KEYWORD, MIX, SIZES, body
-from bench.report import Table, plot, report
+from bench.report import Table, plot, report, transformer_lines
 from bench.stages import stage_lines
 from bench.streaming import measure_streaming, streaming_lines
+from bench.sustained import measure_sustained, sustained_lines
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,12 +34,16 @@ CASES: dict[str, list[str]] = {
     "mixed traffic": MIX,
 }
 TARGETS = ("direct", "nothing", "full")
+# Also sent to the router with the cascade off (`transformer`): what the transformer costs where
+# the static stage would have decided.
+TRANSFORMER_CASES = ("all stages, ~150 tokens", "mixed traffic")
 
 
 def _scripts(workdir: Path, cases: list[str]) -> dict[tuple[str, str], Path]:
     scripts = {}
     for index, (case, prompts) in enumerate((c, CASES[c]) for c in cases):
-        for target in TARGETS:
+        targets = (*TARGETS, "transformer") if case in TRANSFORMER_CASES else TARGETS
+        for target in targets:
             model = "llama3-8b" if target == "nothing" else "auto"
             bodies = [body(prompt, model) for prompt in prompts]
             scripts[case, target] = wrk_script(workdir / f"case{index}-{target}.lua", bodies)
@@ -50,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--concurrency", default="1,8,32,128")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
+    parser.add_argument(
+        "--sustained-seconds",
+        type=float,
+        default=6,
+        help="seconds per open-loop rate (needs mixed traffic at concurrency 32; 0 skips)",
+    )
     parser.add_argument("--burst-rate", type=float, default=40, help="burst requests/s")
     parser.add_argument("--burst-seconds", type=float, default=4, help="0 skips the burst")
     parser.add_argument(
@@ -80,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
                         runs.setdefault((case, target, concurrency), []).append(result)
                         print(f"run {repeat + 1} c={concurrency} {case} {target}: {result}")
             rss_end = rss_mb(router_pid)
+            mixed = runs.get(("mixed traffic", "nothing", 32))
+            sustained = []
+            if mixed and args.sustained_seconds > 0:
+                base = median(mixed).rps
+                offered = measure_sustained(
+                    bench.urls, [body(p) for p in MIX], base, seconds=args.sustained_seconds
+                )
+                sustained = sustained_lines(offered, base, args.sustained_seconds)
             stream = streaming_lines(
                 measure_streaming(bench.urls["direct"]),
                 measure_streaming(bench.urls["full"]),
@@ -106,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         details=(args.repeats, args.duration),
         rss=(rss_start, rss_end),
-        extra=[*stream, *stage_lines(settings), *burst],
+        extra=[
+            *transformer_lines(table, cases, concurrencies),
+            *sustained,
+            *stream,
+            *stage_lines(settings),
+            *burst,
+        ],
         image=image.name,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)

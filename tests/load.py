@@ -1,15 +1,15 @@
-"""An open-loop load generator for the fault tests: requests leave on a fixed schedule, whatever
-the earlier ones are doing, so a stalled proxy shows up as late or failed replies rather than
-as a lower request rate."""
+"""The fault tests' load, on an open-loop schedule (bench/openloop.py): a stalled proxy shows up
+as late or failed replies rather than as a lower request rate."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
+
+from bench.openloop import open_loop
 
 __all__ = ["Reply", "run_load"]
 
@@ -36,29 +36,6 @@ class Reply:
     pool: str
 
 
-async def _one(
-    client: httpx.AsyncClient,
-    url: str,
-    request: tuple[str, str],
-    started: float,
-) -> Reply:
-    sent = time.monotonic() - started
-    model, content = request
-    body = {"model": model, "messages": [{"role": "user", "content": content}]}
-    try:
-        response = await client.post(url + "/v1/chat/completions", json=body)
-    except httpx.HTTPError as error:
-        return Reply(sent, time.monotonic() - started - sent, 0, type(error).__name__, "")
-    code = ""
-    if response.status_code != 200:
-        try:
-            code = str(response.json()["error"]["code"])
-        except (ValueError, KeyError, TypeError):
-            code = "not_json"
-    elapsed = time.monotonic() - started - sent
-    return Reply(sent, elapsed, response.status_code, code, response.headers.get("x-demo-pool", ""))
-
-
 async def run_load(
     url: str, rate: float, duration: float, requests: Sequence[tuple[str, str]] = REQUESTS
 ) -> list[Reply]:
@@ -67,11 +44,22 @@ async def run_load(
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT, limits=limits) as client:
         started = time.monotonic()
-        tasks = []
-        for index in range(int(rate * duration)):
-            delay = started + index / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            request = requests[index % len(requests)]
-            tasks.append(asyncio.create_task(_one(client, url, request, started)))
-        return list(await asyncio.gather(*tasks))
+
+        async def one(index: int, due: float) -> Reply:
+            model, content = requests[index % len(requests)]
+            body = {"model": model, "messages": [{"role": "user", "content": content}]}
+            sent = due - started
+            try:
+                response = await client.post(url + "/v1/chat/completions", json=body)
+            except httpx.HTTPError as error:
+                return Reply(sent, time.monotonic() - due, 0, type(error).__name__, "")
+            code = ""
+            if response.status_code != 200:
+                try:
+                    code = str(response.json()["error"]["code"])
+                except (ValueError, KeyError, TypeError):
+                    code = "not_json"
+            pool = response.headers.get("x-demo-pool", "")
+            return Reply(sent, time.monotonic() - due, response.status_code, code, pool)
+
+        return await open_loop(one, rate, duration)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from extproc_router import metrics
-from extproc_router.logs import TRACE_ID
+from extproc_router.logs import TRACE_ID, record
 
 if TYPE_CHECKING:
     from extproc_router.request import ParsedRequest
@@ -49,18 +48,20 @@ class AuditLog:
                 metrics.PII_DETECTIONS.labels(type=kind, action=pii.action).inc(count)
         if self._stream is None:
             return
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "decision_id": decision_id,
-            "outcome": outcome,
-            "api": request.api,
-            "requested_model": request.model,
-            "pool": decision.pool.name if decision else None,
-            "method": decision.method if decision else None,
-            "jailbreak": {"score": round(jailbreak.score, 3), "action": jailbreak.action,
-                          "family": jailbreak.family},
-            "pii": {"types": pii.counts, "action": pii.action} if pii else None,
-        }  # fmt: skip
+        entry = record(
+            decision_id,
+            outcome=outcome,
+            api=request.api,
+            requested_model=request.model,
+            pool=decision.pool.name if decision else None,
+            method=decision.method if decision else None,
+            jailbreak={
+                "score": round(jailbreak.score, 3),
+                "action": jailbreak.action,
+                "family": jailbreak.family,
+            },
+            pii={"types": pii.counts, "action": pii.action} if pii else None,
+        )
         trace_id = TRACE_ID.get()
         if trace_id:
             entry["trace_id"] = trace_id

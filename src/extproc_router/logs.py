@@ -15,13 +15,30 @@ import time
 from contextvars import ContextVar
 from typing import Any, Literal
 
-__all__ = ["DECISION_ID", "TRACE_ID", "JSONFormatter", "configure_logging", "trace_id_from"]
+__all__ = [
+    "DECISION_ID",
+    "TRACE_ID",
+    "JSONFormatter",
+    "configure_logging",
+    "record",
+    "trace_id_from",
+]
 
 DECISION_ID: ContextVar[str] = ContextVar("decision_id", default="")
 TRACE_ID: ContextVar[str] = ContextVar("trace_id", default="")
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged as is.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def record(decision_id: str, **fields: Any) -> dict[str, Any]:
+    """A line of our JSON-lines files (audit, shadow): written when (UTC, to the second) and for
+    which decision first, so one request's lines join across the files and the logs."""
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "decision_id": decision_id,
+        **fields,
+    }
 
 
 def trace_id_from(traceparent: str) -> str:

@@ -31,6 +31,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 
 from extproc_router import mutations
 from extproc_router.cache import CachedAnswer, ResponseRecorder
+from extproc_router.logs import record
 from extproc_router.request import encode_body, gather
 from extproc_router.settings import PoolSettings, ShadowSettings
 from extproc_router.usage import ask_for_usage
@@ -108,20 +109,18 @@ class Shadow:
         answer: CachedAnswer | None,
     ) -> None:
         """Logged in the background: embedding the answer never delays a client."""
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "decision_id": decision_id,
-            "side": side,
-            "pool": pool.name,
-            "model": pool.model,
-            "tier": pool.tier,
-            "status": status,
-            "latency_s": round(latency_s, 4),
-            "prompt_tokens": answer.usage.prompt_tokens if answer and answer.usage else None,
-            "completion_tokens": answer.usage.completion_tokens
-            if answer and answer.usage
-            else None,
-        }
+        usage = answer.usage if answer else None
+        entry = record(
+            decision_id,
+            side=side,
+            pool=pool.name,
+            model=pool.model,
+            tier=pool.tier,
+            status=status,
+            latency_s=round(latency_s, 4),
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+        )
         if side == "primary":
             entry["shadow_pool"] = self.pool.name
         task = asyncio.get_running_loop().create_task(self._write(router, entry, answer))

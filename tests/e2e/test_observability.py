@@ -244,7 +244,7 @@ def test_a_real_prometheus_scrapes_the_router(stack: Stack, prometheus: str) -> 
     assert cost, "total_cost_saved_usd is not exported under its reference name"
 
 
-class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
     """A real OTLP/gRPC trace receiver: keeps every span it is sent."""
 
     def __init__(self) -> None:
@@ -269,14 +269,20 @@ class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-def test_one_trace_spans_envoy_and_the_router(tmp_path: Path) -> None:
-    collector = _Collector()
+def start_collector() -> tuple[Collector, grpc.Server, int]:
+    """A real OTLP/gRPC trace receiver on a free loopback port; the caller stops the server."""
+    collector = Collector()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
         collector, server
     )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    return collector, server, port
+
+
+def test_one_trace_spans_envoy_and_the_router(tmp_path: Path) -> None:
+    collector, server, port = start_collector()
     traced = own_stack(
         tmp_path,
         {

@@ -5,15 +5,12 @@ sent to a real OTLP receiver. Only the pool of the one compliant route may ever 
 from __future__ import annotations
 
 import json
-from concurrent import futures
 from pathlib import Path
 
-import grpc
 import httpx
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from tests.e2e.conftest import own_stack
-from tests.e2e.test_observability import _Collector, _wait_for
+from tests.e2e.test_observability import _wait_for, start_collector
 
 VALUES = {
     "email": "leak.test@example.org",
@@ -56,13 +53,7 @@ def _requests() -> list[tuple[str, dict[str, object]]]:
 
 
 def test_no_raw_pii_in_any_output(tmp_path: Path) -> None:
-    collector = _Collector()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        collector, server
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    collector, server, port = start_collector()
     audit = tmp_path / "audit.jsonl"
     stack = own_stack(
         tmp_path,
