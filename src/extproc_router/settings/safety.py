@@ -36,9 +36,9 @@ class JailbreakSettings(Frozen):
     # Pattern matches score 1.0; otherwise text the n-gram screen is unsure of scores the mean
     # log-odds of the screen and the fine-tuned transformer (both must find it suspicious). The
     # highest threshold the score reaches decides: block (400, nothing forwarded), route, or
-    # flag. 0.8: on the development split as the router runs it, 83.7% recall at 2.1% false
-    # positives on its hard benign prompts; 0.7 gained ~1 point of recall at the same false
-    # positives, 0.9 lost ~1.5. Measured 2026-12-03 with training data that shares no
+    # flag. 0.8: on the development split as the router runs it, 83.2% recall at 1.7% false
+    # positives on its hard benign prompts; 0.7 gained ~1 point of recall (84.1% at 2.1%), 0.9
+    # lost ~1.5 (81.7% at 1.3%). Measured 2026-12-03 with training data that shares no
     # 30-character run with any evaluation prompt (before, ~240 near-copies flattered it: the
     # older data gave 85.6% at 1.7% with them, 84.6% at 2.6% without); docs/EVALUATION.md.
     block_threshold: Unit = 0.8
@@ -46,12 +46,12 @@ class JailbreakSettings(Frozen):
     route_pool: Name | None = None
     flag_threshold: Unit = 0.5
     # Every request is scored first by the n-gram screen (character n-grams, microseconds);
-    # below this it is benign and the transformer is not run. 0.5: 99.0% of the everyday
-    # routing prompts (data/domain) score below it. 0.4 (97.4% below) gains ~3 points of
-    # recall on the development split (86.5% at 2.6%), but also sends the bench mix's
-    # 3,000-character prompt (screen 0.42) to the transformer: 24 ms of CPU more for it, and
-    # mixed traffic at concurrency 32 fell from ~400 to ~270 req/s (2026-12-03). Long pasted
-    # text is what the screen is least sure of and what costs most.
+    # below this it is benign and the transformer is not run. 0.5: 98.8% of the everyday
+    # routing prompts (data/domain) score below it. 0.4 (97.0% below) gains ~1.5 points of
+    # recall on the development split (84.6% at 2.1%), but sends more of the bench mix to the
+    # transformer: with an earlier screen its 3,000-character prompt (0.42) cost 24 ms of CPU
+    # more and mixed traffic at concurrency 32 fell from ~400 to ~270 req/s (2026-12-03).
+    # Long pasted text is what the screen is least sure of and what costs most.
     screen_threshold: Unit = 0.5
     # The fine-tuned transformer reads this many characters per window (~128 tokens of
     # English), at most `model_windows` windows a request: the start of the newest message,
