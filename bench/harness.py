@@ -143,17 +143,29 @@ class Bench:
 
 def start_bench(workdir: Path) -> Bench:
     settings = full_settings()
-    full = start_stack(settings, workdir / "full", log_to_files=True)
-    # In front of the full stack's pools: a router and an Envoy each.
-    others = {
-        name: start_stack(
-            variant(settings), workdir / name, log_to_files=True, components=("router", "envoy")
-        )
-        for name, variant in (("nothing", nothing_settings), ("transformer", transformer_settings))
-    }
-    direct, direct_url = _direct_envoy(settings, workdir)
-    urls = {"direct": direct_url, "full": full.url, **{n: s.url for n, s in others.items()}}
-    return Bench(full, others["nothing"], others["transformer"], direct, urls)
+    started: list[Stack] = []
+    try:
+        full = start_stack(settings, workdir / "full", log_to_files=True)
+        started.append(full)
+        # In front of the full stack's pools: a router and an Envoy each.
+        for name, variant in (("nothing", nothing_settings), ("transformer", transformer_settings)):
+            started.append(
+                start_stack(
+                    variant(settings),
+                    workdir / name,
+                    log_to_files=True,
+                    components=("router", "envoy"),
+                )
+            )
+        direct, direct_url = _direct_envoy(settings, workdir)
+    except BaseException:  # nothing left running when one of them fails to start
+        for stack in reversed(started):
+            stack.stop_all()
+        raise
+    _, nothing, transformer = started
+    urls = {"direct": direct_url, "full": full.url}
+    urls |= {"nothing": nothing.url, "transformer": transformer.url}
+    return Bench(full, nothing, transformer, direct, urls)
 
 
 def wrk_script(path: Path, bodies: list[dict[str, Any]]) -> Path:

@@ -5,7 +5,7 @@ Why beside wrk: at a fixed concurrency a closed loop ties latency to throughput 
 N requests/s wait 32/N s on average), so its p99 says how the router behaves flat out, not at a
 load it is meant to carry. Here requests leave on schedule (bench/openloop.py), at most 32 in
 flight (more wait for a connection, and that wait counts), and the p99 added is read at each
-rate: the issue's "25% of the do-nothing ext_proc's requests/s with p99 added <= 100 ms".
+rate; the target is p99 added <= 100 ms at 25% of the do-nothing router's requests/s.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import sys
 from typing import IO, TYPE_CHECKING
 
 from extproc_router import metrics
-from extproc_router.logs import TRACE_ID, record
+from extproc_router.logs import TRACE_ID, stamped
 
 if TYPE_CHECKING:
     from extproc_router.request import ParsedRequest
@@ -48,7 +48,7 @@ class AuditLog:
                 metrics.PII_DETECTIONS.labels(type=kind, action=pii.action).inc(count)
         if self._stream is None:
             return
-        entry = record(
+        entry = stamped(
             decision_id,
             outcome=outcome,
             api=request.api,

@@ -20,7 +20,7 @@ __all__ = [
     "TRACE_ID",
     "JSONFormatter",
     "configure_logging",
-    "record",
+    "stamped",
     "trace_id_from",
 ]
 
@@ -31,7 +31,7 @@ TRACE_ID: ContextVar[str] = ContextVar("trace_id", default="")
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
-def record(decision_id: str, **fields: Any) -> dict[str, Any]:
+def stamped(decision_id: str, **fields: Any) -> dict[str, Any]:
     """A line of our JSON-lines files (audit, shadow): written when (UTC, to the second) and for
     which decision first, so one request's lines join across the files and the logs."""
     return {

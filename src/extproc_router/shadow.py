@@ -31,7 +31,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 
 from extproc_router import mutations
 from extproc_router.cache import CachedAnswer, ResponseRecorder
-from extproc_router.logs import record
+from extproc_router.logs import stamped
 from extproc_router.request import encode_body, gather
 from extproc_router.settings import PoolSettings, ShadowSettings
 from extproc_router.usage import ask_for_usage
@@ -110,7 +110,7 @@ class Shadow:
     ) -> None:
         """Logged in the background: embedding the answer never delays a client."""
         usage = answer.usage if answer else None
-        entry = record(
+        entry = stamped(
             decision_id,
             side=side,
             pool=pool.name,
