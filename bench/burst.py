@@ -114,8 +114,9 @@ async def _burst(url: str, rate: float, seconds: float, settings: Settings) -> l
             if response.status_code == 200:
                 usage = response.json()["usage"]
                 price_in, price_out = prices.get(pool, (0.0, 0.0))
-                tokens = usage["prompt_tokens"] * price_in + usage["completion_tokens"] * price_out
-                cost = tokens / 1000
+                cost = (
+                    usage["prompt_tokens"] * price_in + usage["completion_tokens"] * price_out
+                ) / 1000
             return Reply(seconds, response.status_code, pool, cost)
 
         return await open_loop(one, rate, seconds)

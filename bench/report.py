@@ -25,6 +25,11 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, {system}, Python {platform.python_version()}"
 
 
+def _added(target: Result, direct: Result) -> str:
+    """What `target` adds over `direct`, ms, p50 / p99."""
+    return f"{target.p50_ms - direct.p50_ms:+.2f} / {target.p99_ms - direct.p99_ms:+.2f}"
+
+
 def _row(table: Table, case: str, concurrency: int) -> str:
     direct = table[case, "direct", concurrency]
     nothing = table[case, "nothing", concurrency]
@@ -32,8 +37,7 @@ def _row(table: Table, case: str, concurrency: int) -> str:
     floor_p50 = max(nothing.p50_ms - direct.p50_ms, 1e-3)
     return (
         f"| {case} | {concurrency} | {direct.p50_ms:.2f} / {direct.p99_ms:.2f} | "
-        f"{nothing.p50_ms - direct.p50_ms:+.2f} / {nothing.p99_ms - direct.p99_ms:+.2f} | "
-        f"{full.p50_ms - direct.p50_ms:+.2f} / {full.p99_ms - direct.p99_ms:+.2f} | "
+        f"{_added(nothing, direct)} | {_added(full, direct)} | "
         f"{(full.p50_ms - direct.p50_ms) / floor_p50:.1f} | "
         f"{direct.rps:.0f} | {nothing.rps:.0f} | {full.rps:.0f} | "
         f"{full.rps / direct.rps:.2f} | {full.rps / nothing.rps:.2f} | "
@@ -104,9 +108,8 @@ def transformer_lines(table: Table, cases: list[str], concurrencies: list[int]) 
             full = table[case, "full", concurrency]
             nothing = table[case, "nothing", concurrency]
             rows.append(
-                f"| {case} | {concurrency} | {full.p50_ms - direct.p50_ms:+.2f} / "
-                f"{full.p99_ms - direct.p99_ms:+.2f} | {cascade_off.p50_ms - direct.p50_ms:+.2f} / "
-                f"{cascade_off.p99_ms - direct.p99_ms:+.2f} | {full.rps:.0f} | "
+                f"| {case} | {concurrency} | {_added(full, direct)} | "
+                f"{_added(cascade_off, direct)} | {full.rps:.0f} | "
                 f"{cascade_off.rps:.0f} | {cascade_off.rps / nothing.rps:.2f} | "
                 f"{cascade_off.errors} |"
             )
