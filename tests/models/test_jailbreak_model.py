@@ -146,3 +146,18 @@ def test_the_transformer_step_reuses_what_the_screen_read(
     again = safety.jailbreak(unsure, screened=True)  # nothing handed over this time
     assert len(calls) == 2
     assert again.score == pytest.approx(first.score)
+
+
+def test_short_text_goes_to_the_transformer_at_a_lower_screen_score(
+    settings: Settings, models: Models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text that fits one transformer window is handed over from `short_screen_threshold`,
+    longer text only from `screen_threshold`."""
+    config = settings.safety.jailbreak
+    between = (config.short_screen_threshold + config.screen_threshold) / 2
+    monkeypatch.setattr(JailbreakClassifier, "score", lambda self, texts, embedding: between)
+    safety = Safety(settings.safety, models.jailbreak_screen, models.jailbreak_model)
+    assert safety.jailbreak_screen(_request(BENIGN)) is None  # the transformer's turn
+    verdict = safety.jailbreak_screen(_request(DIARY))
+    assert verdict is not None
+    assert verdict.score == pytest.approx(between)

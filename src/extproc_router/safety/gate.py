@@ -167,7 +167,8 @@ class Safety:
     def jailbreak_screen(self, request: ParsedRequest) -> JailbreakVerdict | None:
         """The check without the transformer: patterns, then the n-gram classifier. None when
         that classifier is not sure enough the request is benign (at or above
-        `screen_threshold`): then the caller asks `jailbreak`."""
+        `screen_threshold`, or `short_screen_threshold` for text that fits one transformer
+        window): then the caller asks `jailbreak`."""
         started = time.perf_counter()
         texts, found = self._patterns_in(request)
         if found is not None:
@@ -175,7 +176,9 @@ class Safety:
         if self._screen is None or self._model is None:
             return self.jailbreak(request, screened=True)
         score = self._screen.score(texts, None)
-        if score >= self.settings.jailbreak.screen_threshold:
+        config = self.settings.jailbreak
+        short = sum(map(len, texts)) <= config.model_window_chars
+        if score >= (config.short_screen_threshold if short else config.screen_threshold):
             # For the `jailbreak` call that follows (in a worker thread): replacing the tuple
             # is atomic, and another request's screen in between only costs a recomputation.
             self._last_screened = (request, texts, score)

@@ -36,11 +36,11 @@ class JailbreakSettings(Frozen):
     # Pattern matches score 1.0; otherwise text the n-gram screen is unsure of scores the mean
     # log-odds of the screen and the fine-tuned transformer (both must find it suspicious). The
     # highest threshold the score reaches decides: block (400, nothing forwarded), route, or
-    # flag. 0.8: on the development split as the router runs it, 83.2% recall at 1.7% false
-    # positives on its hard benign prompts; 0.7 gained ~1 point of recall (84.1% at 2.1%), 0.9
-    # lost ~1.5 (81.7% at 1.3%). Measured 2026-12-03 with training data that shares no
-    # 30-character run with any evaluation prompt (before, ~240 near-copies flattered it: the
-    # older data gave 85.6% at 1.7% with them, 84.6% at 2.6% without); docs/EVALUATION.md.
+    # flag. 0.8: on the development split as the router runs it, 85.6% recall at 2.1% false
+    # positives on its hard benign prompts; 0.7 gained ~0.5 point of recall (86.1% at 2.6%),
+    # 0.65 ~1.5 (87.0% at 2.6%), chosen on this split and so not taken. Measured 2026-12-03
+    # with training data that shares no 30-character run with any evaluation prompt (before,
+    # ~240 near-copies flattered older figures); docs/EVALUATION.md.
     block_threshold: Unit = 0.8
     route_threshold: Unit | None = None
     route_pool: Name | None = None
@@ -53,6 +53,15 @@ class JailbreakSettings(Frozen):
     # more and mixed traffic at concurrency 32 fell from ~400 to ~270 req/s (2026-12-03).
     # Long pasted text is what the screen is least sure of and what costs most.
     screen_threshold: Unit = 0.5
+    # The same gate for text that fits one transformer window (`model_window_chars` in all):
+    # such text costs the transformer one short run (~2-4 ms), and short attacks in languages
+    # the screen has seen little of (a one-line override in Polish) are what it scored
+    # lukewarm. 0.4: on the development split, as the router runs it, 85.6% recall at 2.1%
+    # false positives (0.5: 83.2% at 2.1%); independent set 95.6% at 1.9% (95.0% at 1.9%);
+    # 4.3% of the everyday routing prompts reach the transformer instead of 1.2%. Long text
+    # keeps `screen_threshold`: the bench mix's 3,000-character prompt scores 0.40.
+    # Measured 2026-12-03 (per-prompt scores, block at 0.8; docs/EVALUATION.md).
+    short_screen_threshold: Unit = 0.4
     # The fine-tuned transformer reads this many characters per window (~128 tokens of
     # English), at most `model_windows` windows a request: the start of the newest message,
     # and the windows the n-gram screen scores at or above `screen_threshold`, most suspicious
