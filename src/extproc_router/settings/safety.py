@@ -54,14 +54,16 @@ class JailbreakSettings(Frozen):
     # Long pasted text is what the screen is least sure of and what costs most.
     screen_threshold: Unit = 0.5
     # The same gate for text that fits one transformer window (`model_window_chars` in all):
-    # such text costs the transformer one short run (~2-4 ms), and short attacks in languages
+    # such text costs the transformer one short run (~4-6 ms), and short attacks in languages
     # the screen has seen little of (a one-line override in Polish) are what it scored
-    # lukewarm. 0.4: on the development split, as the router runs it, 85.6% recall at 2.1%
+    # lukewarm. 0.45: on the development split, as the router runs it, 85.1% recall at 2.1%
     # false positives (0.5: 83.2% at 2.1%); independent set 95.6% at 1.9% (95.0% at 1.9%);
-    # 4.3% of the everyday routing prompts reach the transformer instead of 1.2%. Long text
-    # keeps `screen_threshold`: the bench mix's 3,000-character prompt scores 0.40.
+    # 2.8% of the everyday routing prompts reach the transformer instead of 1.2%. 0.4 gained
+    # half a point more on dev (85.6%) for 4.3% of everyday prompts, a Python traceback among
+    # them (0.43), and near capacity that CPU showed (the restart test's 200 req/s mix). Long
+    # text keeps `screen_threshold`: the bench mix's 3,000-character prompt scores 0.40.
     # Measured 2026-12-03 (per-prompt scores, block at 0.8; docs/EVALUATION.md).
-    short_screen_threshold: Unit = 0.4
+    short_screen_threshold: Unit = 0.45
     # The fine-tuned transformer reads this many characters per window (~128 tokens of
     # English), at most `model_windows` windows a request: the start of the newest message,
     # and the windows the n-gram screen scores at or above `screen_threshold`, most suspicious
